@@ -1,0 +1,72 @@
+"""Backends are records in one registry; :func:`select` is the only place that chooses one.
+
+A backend says which (device, format) pairs it supports. ``auto`` picks the
+highest-priority backend that supports the pair and falls back quietly to the
+reference; naming a backend explicitly that cannot run fails loudly, saying
+what is missing. Optional backends (Triton, NPU) register themselves only when
+their imports succeed, so ``import kernels`` never breaks because of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .formats import FormatSpec
+
+__all__ = ["Backend", "BackendError", "register", "select", "available", "REGISTRY"]
+
+
+class BackendError(RuntimeError):
+    """An explicitly requested backend cannot run here."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    priority: int
+    #: (device, spec) -> None when supported, else the reason it is not.
+    check: Callable[[torch.device, FormatSpec], str | None]
+    run: Callable[[torch.Tensor, FormatSpec, "torch.Generator | None"], torch.Tensor]
+    description: str = ""
+
+
+REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> None:
+    REGISTRY[backend.name] = backend
+
+
+def available() -> list[str]:
+    return sorted(REGISTRY, key=lambda n: -REGISTRY[n].priority)
+
+
+def select(device: torch.device | str, spec: FormatSpec, backend: str = "auto") -> Backend:
+    device = torch.device(device)
+    if backend != "auto":
+        b = REGISTRY.get(backend)
+        if b is None:
+            known = ", ".join(available())
+            raise BackendError(f"backend {backend!r} is not available here (available: {known})")
+        why = b.check(device, spec)
+        if why:
+            raise BackendError(f"backend {backend!r} cannot run {spec} on {device}: {why}")
+        return b
+    for name in available():
+        b = REGISTRY[name]
+        if b.check(device, spec) is None:
+            return b
+    raise BackendError(f"no backend supports {spec} on {device}")  # unreachable: reference supports all
+
+
+def _reference_run(x, spec, generator):
+    from .reference import fake_quantize_ref
+
+    return fake_quantize_ref(x, spec, generator)
+
+
+register(Backend("reference", 0, lambda device, spec: None, _reference_run,
+                 "pure PyTorch ground truth; any device"))

@@ -1,0 +1,61 @@
+"""Access to the reference vectors in ``../shared/golden`` and the bitwise comparison rule.
+
+The golden files are not copied into the repository: tests read them from
+``$FQTOOL_GOLDEN`` or ``<repo>/../shared/golden`` and skip when neither exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(os.environ.get("FQTOOL_GOLDEN", REPO.parent / "shared" / "golden"))
+
+needs_golden = pytest.mark.skipif(
+    not (GOLDEN / "CONTRACT.json").is_file(),
+    reason=f"golden vectors not found at {GOLDEN} (set FQTOOL_GOLDEN to their folder)",
+)
+
+
+def contract() -> list[dict]:
+    if not (GOLDEN / "CONTRACT.json").is_file():
+        return []
+    return json.loads((GOLDEN / "CONTRACT.json").read_text())
+
+
+def case_files(family: str, stem: str) -> list[Path]:
+    return sorted((GOLDEN / family / stem).glob("*.safetensors"))
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors of one golden file and its metadata."""
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def _canon(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().to("cpu", torch.float64)
+    t = torch.where(torch.isnan(t), torch.full_like(t, 0.123456789), t)
+    return t + 0.0  # maps -0.0 to +0.0
+
+
+def mismatches(actual: torch.Tensor, expected: torch.Tensor) -> int:
+    """Elements that differ bitwise after upcasting to float64 (NaN == NaN, -0 == +0)."""
+    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    a, e = _canon(actual), _canon(expected)
+    return int((a != e).sum())
+
+
+def assert_bits_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
+    n = mismatches(actual, expected)
+    if n:
+        a, e = _canon(actual).flatten(), _canon(expected).flatten()
+        idx = (a != e).nonzero().flatten()[:5].tolist()
+        detail = ", ".join(f"[{i}] got {a[i].item()!r} want {e[i].item()!r}" for i in idx)
+        raise AssertionError(f"{what}: {n} of {a.numel()} elements differ: {detail}")
