@@ -245,7 +245,7 @@ ALIASES: dict[str, str] = {
     "nvfp4_1level": "nvf4",
 }
 
-_QTYPE_RE = re.compile(
+QTYPE_RE = re.compile(
     r"e(?P<E>\d+)m(?P<M>\d+)"
     r"(?:k(?P<k1>\d+)b(?P<b1>\d+)(?P<c1>[cC]?)"
     r"|K(?P<K>\d+)k(?P<k2>\d+)B(?P<B>\d+)b(?P<b2>\d+)(?P<c2>[cC]?)(?:off(?P<off>\d+))?)"
@@ -302,7 +302,7 @@ def _pattern_hifx(m: re.Match) -> tuple[str, dict[str, Any]]:
 
 # (regex, family, builder) for parametric names; the builder returns (canonical name, fixed params).
 PATTERNS: tuple[tuple[re.Pattern, str, Callable[[re.Match], tuple[str, dict[str, Any]]]], ...] = (
-    (_QTYPE_RE, "qtype", _qtype_fields),
+    (QTYPE_RE, "qtype", _qtype_fields),
     (re.compile(r"nf4B(?P<B>\d+)b(?P<b>\d+)"), "nf4grid", _pattern_nf4grid),
     (re.compile(r"tmx(?P<n>\d+)"), "tmx", _pattern_tmx),
     (re.compile(r"hifx(?P<n>[2-5])_v12"), "hifx", _pattern_hifx),
