@@ -70,3 +70,18 @@ def _reference_run(x, spec, generator):
 
 register(Backend("reference", 0, lambda device, spec: None, _reference_run,
                  "pure PyTorch ground truth; any device"))
+
+
+def _cpu_fast_check(device: torch.device, spec: FormatSpec) -> str | None:
+    return None if device.type == "cpu" else f"cpu-fast runs on the CPU only, not {device.type}"
+
+
+def _cpu_fast_run(x, spec, generator):
+    from .chunked import fake_quantize_chunked
+    from .reference import fake_quantize_ref
+
+    return fake_quantize_chunked(x, spec, generator, fake_quantize_ref)
+
+
+register(Backend("cpu-fast", 10, _cpu_fast_check, _cpu_fast_run,
+                 "the reference kernels on cache-sized pieces in parallel threads; CPU"))
