@@ -78,9 +78,10 @@ def _cpu_fast_check(device: torch.device, spec: FormatSpec) -> str | None:
 
 def _cpu_fast_run(x, spec, generator):
     from .chunked import fake_quantize_chunked
+    from .fast import lookup
     from .reference import fake_quantize_ref
 
-    return fake_quantize_chunked(x, spec, generator, fake_quantize_ref)
+    return fake_quantize_chunked(x, spec, generator, fake_quantize_ref, lookup(spec))
 
 
 register(Backend("cpu-fast", 10, _cpu_fast_check, _cpu_fast_run,

@@ -86,11 +86,26 @@ def _ranges(n: int, step: int) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def fake_quantize_chunked(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None, ref) -> torch.Tensor:
-    """Compute ``ref(x, spec, generator)`` piece by piece; bit-identical to one call on the whole tensor."""
+def fake_quantize_chunked(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None, ref,
+                          fast=None) -> torch.Tensor:
+    """Compute ``ref(x, spec, generator)`` piece by piece; bit-identical to one call on the whole tensor.
+
+    With a ``fast`` kernel (``kernels.fast``), the pieces run that instead of ``ref``; per-tensor
+    formats then get the whole tensor's amax, computed first in one parallel pass.
+    """
     kind, unit = layout(spec)
     dither = spec.family == "mx" and spec["round"] == "dither"  # random draws must stay in order
-    if x.numel() < MIN_SPLIT_ELEMS or kind == "tensor" or dither:
+    if dither or x.numel() == 0:
+        return ref(x, spec, generator)
+    if fast is not None:
+        amax = _amax(x) if kind == "tensor" else None
+
+        def ref(p, s, g, _fast=fast, _amax=amax):  # noqa: F811 - the pieces run the fast kernel
+            return _fast(p, s, _amax)
+
+        if kind == "tensor":
+            kind = "elementwise"  # with the amax known, every element is independent
+    if x.numel() < MIN_SPLIT_ELEMS or kind == "tensor":
         return ref(x, spec, generator)
     if kind == "elementwise":
         flat = x.reshape(-1)
@@ -112,6 +127,15 @@ def fake_quantize_chunked(x: torch.Tensor, spec: FormatSpec, generator: torch.Ge
         cols = max(1, CHUNK_ELEMS // (n_axis * outer))
         idx = [(slice(None), slice(None), s) for s in _ranges(inner, cols)]
     return _run(v, s1, idx, ref, generator).view(x.shape)
+
+
+def _amax(x: torch.Tensor) -> torch.Tensor:
+    """max |x| over the whole tensor as a 0-dim float32 tensor (NaN if any element is NaN)."""
+    flat = x.reshape(-1)
+    if flat.numel() < MIN_SPLIT_ELEMS:
+        return flat.abs().amax().float()
+    parts = list(_get_pool().map(lambda s: flat[s].abs().amax(), _ranges(flat.numel(), CHUNK_ELEMS)))
+    return torch.stack(parts).amax().float()
 
 
 def _run(v: torch.Tensor, spec: FormatSpec, idx: list[tuple[slice, ...]], ref, generator) -> torch.Tensor:
