@@ -71,10 +71,10 @@ NF4_CODE: tuple[float, ...] = (
 
 def qtype_minifloat(E: int, M: int) -> MiniFloat:
     """The element of a seed QType ``e{E}m{M}...`` string (formats-mx.md §3.2), E > 0."""
-    exp_max = 2 ** (E - 1) - (1 if (E, M) == (5, 2) else 0)
-    exp_min = 2 - 2 ** (E - 1)
-    fp_val_max = 448.0 if (E, M) == (4, 3) else min(2.0**exp_max * (2 - 2.0**-M), 1e38)
-    return MiniFloat(f"e{E}m{M}", E, M, exp_min, exp_max, fp_val_max)
+    from .reference.qtype import qtype_fields
+
+    f = qtype_fields(E, M, k_bits=8, blk_size=1)
+    return MiniFloat(f"e{E}m{M}", E, M, f.exp_min, f.exp_max, f.fp_val_max)
 
 
 def _hif8_magnitudes() -> list[float]:

@@ -19,6 +19,7 @@ import copy
 import re
 
 from .formats import PRESETS, QTYPE_RE, FormatError, FormatSpec, parse
+from .reference.qtype import qtype_fields
 
 __all__ = ["QType"]
 
@@ -77,22 +78,18 @@ class QType:
 
     def _generic(self, g: re.Match) -> None:
         two = g["K"] is not None
-        E, M = int(g["E"]), int(g["M"])
-        if E == 1 or M < 1:
-            raise FormatError(f"QType {self.desc!r}: the grammar requires E != 1 and M >= 1")
-        self.exp_bits, self.man_bits = E, M
-        self.k_bits = int(g["k2"] if two else g["k1"])
-        self.k_outer_bits = int(g["K"]) if two else 0
-        self.blk_size = int(g["b2"] if two else g["b1"])
-        self.blk_outer_size = int(g["B"]) if two else 1
-        self.do_carry = bool(g["c2"] if two else g["c1"])
-        # formats-mx.md §3.2, derived fields.
-        self.exp_max = (2 ** (E - 1) - (1 if (E, M) == (5, 2) else 0)) if E > 0 else M - 1
-        self.exp_min = 2 - 2 ** (E - 1) if E > 0 else 0
-        self.k_max = 2 ** (self.k_bits + self.k_outer_bits - 1) - 1
-        off = g["off"]
-        self.exp_offset = self.exp_max if off is None else int(off) - self.k_max - 1 + self.exp_max
-        self.fp_val_max = 448.0 if (E, M) == (4, 3) else min(2.0**self.exp_max * (2 - 2.0**-M), 1e38)
+        try:
+            f = qtype_fields(
+                int(g["E"]), int(g["M"]), int(g["k2"] if two else g["k1"]), int(g["b2"] if two else g["b1"]),
+                int(g["K"]) if two else 0, int(g["B"]) if two else 1, bool(g["c2"] if two else g["c1"]),
+                int(g["off"]) if g["off"] is not None else None,
+            )
+        except ValueError as e:
+            raise FormatError(f"QType {self.desc!r}: {e}") from None
+        self.exp_bits, self.man_bits, self.k_bits, self.blk_size = f.exp_bits, f.man_bits, f.k_bits, f.blk_size
+        self.k_outer_bits, self.blk_outer_size, self.do_carry = f.k_outer_bits, f.blk_outer_size, f.carry
+        self.exp_max, self.exp_min, self.k_max = f.exp_max, f.exp_min, f.k_max
+        self.exp_offset, self.fp_val_max = f.exp_offset, f.fp_val_max
 
     @property
     def man_shift_bit(self) -> int:
