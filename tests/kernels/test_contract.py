@@ -25,7 +25,7 @@ KNOWN_DIFFERENT: dict[tuple[str, str, str], str] = {}
 
 
 def _applies(entry: dict, case: str, dtype: torch.dtype) -> bool:
-    if entry["dtypes"] != "all" and DTYPE_NAMES.get(dtype) not in entry["dtypes"]:
+    if entry.get("dtypes", "all") != "all" and DTYPE_NAMES.get(dtype) not in entry["dtypes"]:
         return False
     if "cases" in entry and not any(fnmatch.fnmatch(case, p) for p in entry["cases"]):
         return False
@@ -38,7 +38,8 @@ def _params():
     out = []
     for i, entry in enumerate(contract()):
         for path in case_files(entry["family"], entry["stem"]):
-            label = f"{entry['stem']}/{path.stem}|{entry.get('format', entry.get('op'))}|{entry['against']}"
+            against = entry["against"] if isinstance(entry["against"], str) else "+".join(entry["against"].values())
+            label = f"{entry['stem']}/{path.stem}|{entry.get('format', entry.get('op'))}|{against}"
             marks = []
             key = (entry["stem"], entry.get("format"), str(entry["against"]))
             if key in KNOWN_DIFFERENT:
