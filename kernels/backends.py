@@ -57,7 +57,7 @@ def select(device: torch.device | str, spec: FormatSpec, backend: str = "auto") 
         return b
     for name in available():
         b = REGISTRY[name]
-        if b.check(device, spec) is None:
+        if b.priority >= 0 and b.check(device, spec) is None:
             return b
     raise BackendError(f"no backend supports {spec} on {device}")  # unreachable: reference supports all
 
@@ -86,3 +86,20 @@ def _cpu_fast_run(x, spec, generator):
 
 register(Backend("cpu-fast", 10, _cpu_fast_check, _cpu_fast_run,
                  "the reference kernels on cache-sized pieces in parallel threads; CPU"))
+
+
+def _compile_check(device: torch.device, spec: FormatSpec) -> str | None:
+    from .compiled import unavailable_reason
+
+    return unavailable_reason(device, spec)
+
+
+def _compile_run(x, spec, generator):
+    from .compiled import fake_quantize_compiled
+
+    return fake_quantize_compiled(x, spec)
+
+
+# Negative priority: only used when asked for by name.
+register(Backend("compile", -10, _compile_check, _compile_run,
+                 "the reference kernels fused by torch.compile (opt-in; compiles per format and shape)"))
