@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{fmt} {dt} {b}: {type(e).__name__}: {e}", file=sys.stderr)
                     cells.append(float("nan"))
             rows.append((fmt, str(dt).replace("torch.", ""), cells))
-            print(f"{fmt:32s} {rows[-1][1]:9s} " + "  ".join(f"{b}={c:8.1f}" for b, c in zip(backends, cells)),
-                  flush=True)
+            speeds = "  ".join(f"{b}={c:8.1f}" for b, c in zip(backends, cells, strict=True))
+            print(f"{fmt:32s} {rows[-1][1]:9s} {speeds}", flush=True)
 
     head = "| format | dtype | " + " | ".join(f"{b} (M elem/s)" for b in backends) + " |"
     if len(backends) > 1:
@@ -112,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             line += f" {cells[0] / cells[1]:.1f}x |"
         lines.append(line)
     first = [c[0] for _, _, c in rows]
-    lines += ["", f"Slowest `{backends[0]}`: {min(first):.1f} M elem/s; median over formats: "
-              f"{statistics.median(first):.1f} M elem/s."]
+    lines += [
+        "",
+        f"Slowest `{backends[0]}`: {min(first):.1f} M elem/s; median over formats: "
+        f"{statistics.median(first):.1f} M elem/s.",
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

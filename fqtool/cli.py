@@ -8,7 +8,9 @@ from rich.table import Table
 
 import kernels
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Quantization-error analysis for low-precision formats.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Quantization-error analysis for low-precision formats."
+)
 
 
 @app.callback()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from . import backends
-from .formats import FormatError, FormatSpec, Rules, list_formats, parse
 from .backends import BackendError
+from .formats import FormatError, FormatSpec, Rules, list_formats, parse
 
 __all__ = [
     "fake_quantize",

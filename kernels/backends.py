@@ -9,8 +9,8 @@ their imports succeed, so ``import kernels`` never breaks because of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -29,7 +29,7 @@ class Backend:
     priority: int
     #: (device, spec) -> None when supported, else the reason it is not.
     check: Callable[[torch.device, FormatSpec], str | None]
-    run: Callable[[torch.Tensor, FormatSpec, "torch.Generator | None"], torch.Tensor]
+    run: Callable[[torch.Tensor, FormatSpec, torch.Generator | None], torch.Tensor]
     description: str = ""
 
 
@@ -68,8 +68,7 @@ def _reference_run(x, spec, generator):
     return fake_quantize_ref(x, spec, generator)
 
 
-register(Backend("reference", 0, lambda device, spec: None, _reference_run,
-                 "pure PyTorch ground truth; any device"))
+register(Backend("reference", 0, lambda device, spec: None, _reference_run, "pure PyTorch ground truth; any device"))
 
 
 def _cpu_fast_check(device: torch.device, spec: FormatSpec) -> str | None:
@@ -84,8 +83,15 @@ def _cpu_fast_run(x, spec, generator):
     return fake_quantize_chunked(x, spec, generator, fake_quantize_ref, lookup(spec))
 
 
-register(Backend("cpu-fast", 10, _cpu_fast_check, _cpu_fast_run,
-                 "the reference kernels on cache-sized pieces in parallel threads; CPU"))
+register(
+    Backend(
+        "cpu-fast",
+        10,
+        _cpu_fast_check,
+        _cpu_fast_run,
+        "the reference kernels on cache-sized pieces in parallel threads; CPU",
+    )
+)
 
 
 def _compile_check(device: torch.device, spec: FormatSpec) -> str | None:
@@ -101,5 +107,12 @@ def _compile_run(x, spec, generator):
 
 
 # Negative priority: only used when asked for by name.
-register(Backend("compile", -10, _compile_check, _compile_run,
-                 "the reference kernels fused by torch.compile (opt-in; compiles per format and shape)"))
+register(
+    Backend(
+        "compile",
+        -10,
+        _compile_check,
+        _compile_run,
+        "the reference kernels fused by torch.compile (opt-in; compiles per format and shape)",
+    )
+)

@@ -44,8 +44,9 @@ def _get_pool() -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None:
             # torch's thread count is per calling thread (OpenMP), so this affects the workers only.
-            _pool = ThreadPoolExecutor(_workers(), thread_name_prefix="fqtool-cpu",
-                                       initializer=torch.set_num_threads, initargs=(1,))
+            _pool = ThreadPoolExecutor(
+                _workers(), thread_name_prefix="fqtool-cpu", initializer=torch.set_num_threads, initargs=(1,)
+            )
         return _pool
 
 
@@ -86,8 +87,9 @@ def _ranges(n: int, step: int) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def fake_quantize_chunked(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None, ref,
-                          fast=None) -> torch.Tensor:
+def fake_quantize_chunked(
+    x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None, ref, fast=None
+) -> torch.Tensor:
     """Compute ``ref(x, spec, generator)`` piece by piece; bit-identical to one call on the whole tensor.
 
     With a ``fast`` kernel (``kernels.fast``), the pieces run that instead of ``ref``; per-tensor

@@ -9,7 +9,7 @@ the same bits (``tests/kernels/test_compiled.py`` checks a sample when a compile
 from __future__ import annotations
 
 import shutil
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 
@@ -18,7 +18,7 @@ from .formats import FormatSpec
 __all__ = ["unavailable_reason", "fake_quantize_compiled"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu_compiler() -> str | None:
     return None if any(shutil.which(c) for c in ("g++", "c++", "clang++")) else "no C++ compiler on PATH"
 

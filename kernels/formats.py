@@ -15,8 +15,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = [
     "FormatError",
@@ -144,12 +145,25 @@ FAMILIES: dict[str, Family] = {
             (
                 Option("block", _int, 32, "elements per shared scale along the axis (0: the whole axis)"),
                 AXIS,
-                _choice("round", "nearest", ("nearest", "even", "floor", "dither"),
-                        "element rounding: ties away (nearest), ties to even, toward zero (floor), stochastic (dither)"),
-                _choice("scale", "floor", ("floor", "ceil", "rceil", "even", "carry"),
-                        "shared-exponent rule (formats-mx.md §11.2)"),
-                Option("minus_exp", _minus_exp, None,
-                       "seed offset: E = ceil(log2 amax) - minus_exp, or auto|auto-2|auto-reverse|auto-fix; overrides scale"),
+                _choice(
+                    "round",
+                    "nearest",
+                    ("nearest", "even", "floor", "dither"),
+                    "element rounding: ties away (nearest), ties to even, toward zero (floor), stochastic (dither)",
+                ),
+                _choice(
+                    "scale",
+                    "floor",
+                    ("floor", "ceil", "rceil", "even", "carry"),
+                    "shared-exponent rule (formats-mx.md §11.2)",
+                ),
+                Option(
+                    "minus_exp",
+                    _minus_exp,
+                    None,
+                    "seed offset: E = ceil(log2 amax) - minus_exp, or auto|auto-2|auto-reverse|auto-fix "
+                    "(overrides scale)",
+                ),
                 Option("scale_bits", _int, 8, "bits of the shared exponent (range ±(2^(bits-1)-1))"),
                 _choice("shared_exp", "max", ("max", "none"), "max: one exponent per block; none: per element"),
                 Option("flush_fp32_subnorms", _bool, False, "zero blocks whose amax is an fp32 subnormal"),
@@ -161,16 +175,27 @@ FAMILIES: dict[str, Family] = {
             "the seed's QType grammar e{E}m{M}[K{K}]k{k}[B{B}]b{b}[c][off{N}] through quant_py (formats-mx.md §3)",
             (AXIS, EMULATE),
         ),
-        Family("tmx", "the seed's TMX: 16-element blocks of 8 pairs with a 1-bit pair exponent (formats-mx.md §9)",
-               (AXIS, EMULATE)),
-        Family("nvf4", "the seed's one-level NVFP4: E2M1 with an E4M3 scale per 16 (formats-mx.md §4.2)",
-               (AXIS, EMULATE)),
-        Family("nvfp4", "NVIDIA NVFP4: E2M1, E4M3 scales per 16 and an FP32 per-tensor scale (formats-mx.md §4.1)",
-               (AXIS,)),
-        Family("nf4", "bitsandbytes NF4 code book with an absmax per block (formats-mx.md §5.1)",
-               (Option("block", _int, 64, "elements per absmax"), AXIS)),
-        Family("nf4grid", "the seed's nf4B{B}b{b}: 15-level uniform grid with a double-quantized absmax (formats-mx.md §5.2)",
-               (AXIS, EMULATE)),
+        Family(
+            "tmx",
+            "the seed's TMX: 16-element blocks of 8 pairs with a 1-bit pair exponent (formats-mx.md §9)",
+            (AXIS, EMULATE),
+        ),
+        Family(
+            "nvf4", "the seed's one-level NVFP4: E2M1 with an E4M3 scale per 16 (formats-mx.md §4.2)", (AXIS, EMULATE)
+        ),
+        Family(
+            "nvfp4", "NVIDIA NVFP4: E2M1, E4M3 scales per 16 and an FP32 per-tensor scale (formats-mx.md §4.1)", (AXIS,)
+        ),
+        Family(
+            "nf4",
+            "bitsandbytes NF4 code book with an absmax per block (formats-mx.md §5.1)",
+            (Option("block", _int, 64, "elements per absmax"), AXIS),
+        ),
+        Family(
+            "nf4grid",
+            "the seed's nf4B{B}b{b}: 15-level uniform grid with a double-quantized absmax (formats-mx.md §5.2)",
+            (AXIS, EMULATE),
+        ),
         Family("fp8tensor", "FP8 with one FP32 scale per tensor (formats-mx.md §6)", (EMULATE,)),
         Family("cast", "a round trip through an IEEE-like type (formats-mx.md §7)", (EMULATE,)),
         Family("int8sym", "symmetric INT8 with one absmax per row (formats-mx.md §8)", (AXIS, EMULATE)),
@@ -178,20 +203,35 @@ FAMILIES: dict[str, Family] = {
             "hif8",
             "HiFloat8 tapered float (formats-hifloat.md §3, §4.1)",
             (
-                _choice("scale", "tensor", ("tensor", "none"),
-                        "tensor: the seed's quant_hif8 per-tensor scale to amax=k; none: elementwise"),
+                _choice(
+                    "scale",
+                    "tensor",
+                    ("tensor", "none"),
+                    "tensor: the seed's quant_hif8 per-tensor scale to amax=k; none: elementwise",
+                ),
                 _choice("variant", "seed", ("seed", "paper"), "paper: flush, overflow to Inf, no scaling (§3.4)"),
                 _choice("underflow", "default", ("default", "min", "flush"), "below 2^-23: min -> ±2^-22, flush -> 0"),
                 _choice("overflow", "default", ("default", "saturate", "inf", "tof8"), "at or above 40960"),
                 Option("k", _float, 8.0, "per-tensor scaling target for amax"),
-                Option("out", _dtype_name, "default", "output dtype: input|bf16|fp16|fp32 (default: bf16 with scale=tensor)"),
+                Option(
+                    "out",
+                    _dtype_name,
+                    "default",
+                    "output dtype: input|bf16|fp16|fp32 (default: bf16 with scale=tensor)",
+                ),
                 EMULATE,
             ),
         ),
-        Family("hifx", "HiFloat X v12: 64-groups with 3 exponent levels (formats-hifloat.md §5.3)",
-               (AXIS, _choice("variant", "torch", ("torch", "numpy"), "numpy: the seed's to_HiFX (§5.5)"), EMULATE)),
-        Family("hif4_paper", "HiFloat4 as published: E6M2 scale, two 1-bit levels, S1P2 elements (formats-hifloat.md §5.6)",
-               (AXIS,)),
+        Family(
+            "hifx",
+            "HiFloat X v12: 64-groups with 3 exponent levels (formats-hifloat.md §5.3)",
+            (AXIS, _choice("variant", "torch", ("torch", "numpy"), "numpy: the seed's to_HiFX (§5.5)"), EMULATE),
+        ),
+        Family(
+            "hif4_paper",
+            "HiFloat4 as published: E6M2 scale, two 1-bit levels, S1P2 elements (formats-hifloat.md §5.6)",
+            (AXIS,),
+        ),
         Family(
             "dhif8",
             "delayed-scaling HiF8, an emulation of the seed's NPU kernel (formats-hifloat.md §6)",
@@ -310,8 +350,17 @@ PATTERNS: tuple[tuple[re.Pattern, str, Callable[[re.Match], tuple[str, dict[str,
 
 # Shown by list_formats() and used for close-match suggestions.
 EXAMPLES: tuple[str, ...] = (
-    "e2m1k8b32c", "e4m3k8b32c", "e3m2k8b16c", "e2m1K4k4B8b4c", "nf4B4b64", "tmx6", "tmx4",
-    "hifx2_v12", "hifx3_v12", "hifx4_v12", "hifx5_v12",
+    "e2m1k8b32c",
+    "e4m3k8b32c",
+    "e3m2k8b16c",
+    "e2m1K4k4B8b4c",
+    "nf4B4b64",
+    "tmx6",
+    "tmx4",
+    "hifx2_v12",
+    "hifx3_v12",
+    "hifx4_v12",
+    "hifx5_v12",
 )
 
 
@@ -372,8 +421,9 @@ class FormatSpec:
 
     def replace(self, **options: Any) -> FormatSpec:
         """A copy with some options changed (validated like the string form)."""
-        return _build(self.name, self.family, dict(self.params), dict(self._defaults),
-                      {**dict(self.options), **options})
+        return _build(
+            self.name, self.family, dict(self.params), dict(self._defaults), {**dict(self.options), **options}
+        )
 
     def __repr__(self) -> str:
         return f"FormatSpec({str(self)!r})"
@@ -425,8 +475,9 @@ def _resolve_name(name: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     raise FormatError(f"unknown format {name!r}{hint} (`fqtool formats` / kernels.list_formats() lists them)")
 
 
-def _build(name: str, family: str, fixed: dict[str, Any], overrides: dict[str, Any],
-           given: Mapping[str, Any]) -> FormatSpec:
+def _build(
+    name: str, family: str, fixed: dict[str, Any], overrides: dict[str, Any], given: Mapping[str, Any]
+) -> FormatSpec:
     fam = FAMILIES[family]
     defaults = {o.key: overrides.get(o.key, o.default) for o in fam.options}
     values = dict(defaults)
@@ -514,8 +565,19 @@ def _qtype_element(p: Mapping[str, Any]) -> str:
 
 
 _ELEMENT_BITS = {
-    "fp8_e4m3": 8, "fp8_e5m2": 8, "fp6_e3m2": 6, "fp6_e2m3": 6, "fp4_e2m1": 4, "int8": 8,
-    "nf4": 4, "int4sym": 4, "fp16": 16, "bf16": 16, "fp32": 32, "hif8": 8, "hif4": 4,
+    "fp8_e4m3": 8,
+    "fp8_e5m2": 8,
+    "fp6_e3m2": 6,
+    "fp6_e2m3": 6,
+    "fp4_e2m1": 4,
+    "int8": 8,
+    "nf4": 4,
+    "int4sym": 4,
+    "fp16": 16,
+    "bf16": 16,
+    "fp32": 32,
+    "hif8": 8,
+    "hif4": 4,
 }
 
 _ROUND_TEXT = {
@@ -534,10 +596,11 @@ def _rules(s: FormatSpec) -> Rules:
         if s["minus_exp"] is not None:
             scale = f"E8M0-like, ceil(log2 amax) - {s['minus_exp']}"
         else:
-            scale = f"E8M0-like power of two, {s['scale']} rule" + (" (per element)" if s["shared_exp"] == "none" else "")
+            scale = f"E8M0-like power of two, {s['scale']} rule" + (
+                " (per element)" if s["shared_exp"] == "none" else ""
+            )
         bits = _ELEMENT_BITS[p["element"]] + (s["scale_bits"] / block if block else 0.0)
-        return Rules(p["element"], str(block) if block else "whole axis", axis, scale,
-                     _ROUND_TEXT[s["round"]], bits)
+        return Rules(p["element"], str(block) if block else "whole axis", axis, scale, _ROUND_TEXT[s["round"]], bits)
     if f == "qtype":
         el = _qtype_element(p)
         ebits = 1 + p["E"] + p["M"]
@@ -546,19 +609,31 @@ def _rules(s: FormatSpec) -> Rules:
         rule = "round(log2 amax) (carry)" if p["carry"] else "floor(log2 amax)"
         return Rules(el, blk, axis, f"power of two, {rule}", _ROUND_TEXT["nearest"], bits)
     if f == "tmx":
-        return Rules(p["element"], "16 (8 pairs)", axis, "8-bit shared exponent + 1 bit per pair",
-                     _ROUND_TEXT["nearest"], float(p["N"]))
+        return Rules(
+            p["element"],
+            "16 (8 pairs)",
+            axis,
+            "8-bit shared exponent + 1 bit per pair",
+            _ROUND_TEXT["nearest"],
+            float(p["N"]),
+        )
     if f == "nvf4":
         return Rules("fp4_e2m1", "16", axis, "E4M3 per block, no per-tensor scale", _ROUND_TEXT["even"], 4.5)
     if f == "nvfp4":
         return Rules("fp4_e2m1", "16", axis, "E4M3 per block x FP32 per tensor", _ROUND_TEXT["even"], 4.5)
     if f == "nf4":
-        return Rules("nf4", str(s["block"]), axis, "FP32 absmax per block", "nearest code (bitsandbytes)",
-                     4 + 32 / s["block"])
+        return Rules(
+            "nf4", str(s["block"]), axis, "FP32 absmax per block", "nearest code (bitsandbytes)", 4 + 32 / s["block"]
+        )
     if f == "nf4grid":
-        return Rules("int4sym", f"{p['b']} inside {p['b'] * p['B']}", axis,
-                     "absmax per block as E4M3 x FP32 absmax per group", _ROUND_TEXT["nearest"],
-                     4 + 8 / p["b"] + 32 / (p["b"] * p["B"]))
+        return Rules(
+            "int4sym",
+            f"{p['b']} inside {p['b'] * p['B']}",
+            axis,
+            "absmax per block as E4M3 x FP32 absmax per group",
+            _ROUND_TEXT["nearest"],
+            4 + 8 / p["b"] + 32 / (p["b"] * p["B"]),
+        )
     if f == "fp8tensor":
         return Rules(p["element"], "tensor", "-", "FP32 per tensor, amax -> max normal", _ROUND_TEXT["even"], 8.0)
     if f == "cast":
@@ -570,11 +645,18 @@ def _rules(s: FormatSpec) -> Rules:
         scale = f"FP32 per tensor, amax -> {s['k']:g}" if scaled else "none"
         return Rules("hif8", "tensor" if scaled else "-", "-", scale, _ROUND_TEXT["nearest"], 8.0)
     if f == "hifx":
-        return Rules(p["element"], "64 (8 x 8 x 4)", axis, "2^L1 per 64, +1 bit per 8, +1 bit per 4",
-                     _ROUND_TEXT["nearest"], p["N"] + 30 / 64)
+        return Rules(
+            p["element"],
+            "64 (8 x 8 x 4)",
+            axis,
+            "2^L1 per 64, +1 bit per 8, +1 bit per 4",
+            _ROUND_TEXT["nearest"],
+            p["N"] + 30 / 64,
+        )
     if f == "hif4_paper":
-        return Rules("hif4 (S1P2)", "64 (8 x 8 x 4)", axis, "E6M2 per 64, +1 bit per 8, +1 bit per 4",
-                     _ROUND_TEXT["even"], 4.5)
+        return Rules(
+            "hif4 (S1P2)", "64 (8 x 8 x 4)", axis, "E6M2 per 64, +1 bit per 8, +1 bit per 4", _ROUND_TEXT["even"], 4.5
+        )
     if f == "dhif8":
         amax = "max|x|" if s["amax"] is None else f"{s['amax']:g}"
         return Rules("hif8", "tensor", "-", f"scale_position/amax, amax = {amax}", _ROUND_TEXT["nearest"], 8.0)

@@ -19,8 +19,13 @@ __all__ = ["_quantize_mx", "mxfp_matmul", "mxfp_baddbmm", "quant_dequant_qkv", "
 
 # The seed's element names (case-insensitive) -> fqtool's MX preset names.
 _PRESET = {
-    "fp8_e4m3": "mxfp8_e4m3", "fp8_e5m2": "mxfp8_e5m2", "fp6_e3m2": "mxfp6_e3m2", "fp6_e2m3": "mxfp6_e2m3",
-    "fp4": "mxfp4_e2m1", "fp4_e2m1": "mxfp4_e2m1", "int8": "mxint8",
+    "fp8_e4m3": "mxfp8_e4m3",
+    "fp8_e5m2": "mxfp8_e5m2",
+    "fp6_e3m2": "mxfp6_e3m2",
+    "fp6_e2m3": "mxfp6_e2m3",
+    "fp4": "mxfp4_e2m1",
+    "fp4_e2m1": "mxfp4_e2m1",
+    "int8": "mxint8",
 }
 
 
@@ -72,8 +77,15 @@ def _quantize_mx(
     if elem in _PRESET and axis is not None and block_size > 0 and 1 <= scale_bits <= 8:
         # Expressible as a format string: go through the dispatcher so fast backends apply.
         spec = parse(
-            _PRESET[elem], block=block_size, axis=axis, round=round, minus_exp=minus_exp, scale_bits=scale_bits,
-            shared_exp=shared_exp_method, flush_fp32_subnorms=flush_fp32_subnorms, emulate=emulate,
+            _PRESET[elem],
+            block=block_size,
+            axis=axis,
+            round=round,
+            minus_exp=minus_exp,
+            scale_bits=scale_bits,
+            shared_exp=shared_exp_method,
+            flush_fp32_subnorms=flush_fp32_subnorms,
+            emulate=emulate,
         )
         return fake_quantize(A, spec, generator=generator)
 
@@ -81,9 +93,17 @@ def _quantize_mx(
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return quantize_mx_ref(
-            x, elem=elem, scale_bits=scale_bits, axes=axes, block=block_size, round=round,
-            minus_exp=minus_exp, shared_exp_method=shared_exp_method,
-            flush_fp32_subnorms=flush_fp32_subnorms, emulate=emulate, generator=generator,
+            x,
+            elem=elem,
+            scale_bits=scale_bits,
+            axes=axes,
+            block=block_size,
+            round=round,
+            minus_exp=minus_exp,
+            shared_exp_method=shared_exp_method,
+            flush_fp32_subnorms=flush_fp32_subnorms,
+            emulate=emulate,
+            generator=generator,
         )
 
     if A.requires_grad and torch.is_grad_enabled():

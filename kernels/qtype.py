@@ -80,8 +80,13 @@ class QType:
         two = g["K"] is not None
         try:
             f = qtype_fields(
-                int(g["E"]), int(g["M"]), int(g["k2"] if two else g["k1"]), int(g["b2"] if two else g["b1"]),
-                int(g["K"]) if two else 0, int(g["B"]) if two else 1, bool(g["c2"] if two else g["c1"]),
+                int(g["E"]),
+                int(g["M"]),
+                int(g["k2"] if two else g["k1"]),
+                int(g["b2"] if two else g["b1"]),
+                int(g["K"]) if two else 0,
+                int(g["B"]) if two else 1,
+                bool(g["c2"] if two else g["c1"]),
                 int(g["off"]) if g["off"] is not None else None,
             )
         except ValueError as e:

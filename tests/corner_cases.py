@@ -34,19 +34,50 @@ def corner_cases() -> dict[str, torch.Tensor]:
         "zeros": torch.zeros(4, 64),
         "neg_zeros": torch.full((2, 64), -0.0),
         "one_value": torch.tensor([[3.0]]),
-        "f32_subnormals": torch.stack([_row([1e-45 * k for k in range(1, 97)]), _row([F32_TINY * k / 97 for k in range(96)])]),
+        "f32_subnormals": torch.stack(
+            [_row([1e-45 * k for k in range(1, 97)]), _row([F32_TINY * k / 97 for k in range(96)])]
+        ),
         "tiny": torch.randn(4, 96, generator=g) * 1e-30,
         "huge": torch.stack([_row([F32_MAX, -F32_MAX, 1e38, 3e38, 1.0]), _row([F32_MAX * 0.999, 2.0**127, 1e-38])]),
         "powers_of_two_pm_ulp": torch.stack(
-            [_row([2.0**j * (1 - 2**-24) for j in range(-40, 56)]),
-             _row([2.0**j for j in range(-40, 56)]),
-             _row([2.0**j * (1 + 2**-23) for j in range(-40, 56)])]
+            [
+                _row([2.0**j * (1 - 2**-24) for j in range(-40, 56)]),
+                _row([2.0**j for j in range(-40, 56)]),
+                _row([2.0**j * (1 + 2**-23) for j in range(-40, 56)]),
+            ]
         ),
-        "just_over_max": torch.stack([_row([448.0, 464.0, 480.0, 500.0, 6.0, 6.5, 7.0, 7.75, 28.0, 30.0, 57344.0, 61440.0,
-                                            32768.0, 40960.0, 49152.0, 65504.0, 65520.0, 127.0, 127.5])]),
+        "just_over_max": torch.stack(
+            [
+                _row(
+                    [
+                        448.0,
+                        464.0,
+                        480.0,
+                        500.0,
+                        6.0,
+                        6.5,
+                        7.0,
+                        7.75,
+                        28.0,
+                        30.0,
+                        57344.0,
+                        61440.0,
+                        32768.0,
+                        40960.0,
+                        49152.0,
+                        65504.0,
+                        65520.0,
+                        127.0,
+                        127.5,
+                    ]
+                )
+            ]
+        ),
         "ties": _ties(),
         "nan_in_block": torch.stack([_row([1.0, math.nan, 2.0, 3.0]), _row([0.5] * 40 + [math.nan])]),
-        "inf_in_block": torch.stack([_row([1.0, math.inf, 2.0]), _row([0.5] * 40 + [-math.inf]), _row([math.inf, -math.inf])]),
+        "inf_in_block": torch.stack(
+            [_row([1.0, math.inf, 2.0]), _row([0.5] * 40 + [-math.inf]), _row([math.inf, -math.inf])]
+        ),
         "ragged_77": torch.randn(5, 77, generator=g) * 3,
         "ragged_3d": torch.randn(3, 5, 70, generator=g),
         "one_d_long": torch.randn(1000, generator=g),

@@ -22,7 +22,7 @@ whole tensor's max |x| as a 0-dim float32 tensor for per-tensor formats, else No
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

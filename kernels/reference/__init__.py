@@ -18,9 +18,18 @@ def _mx(x, s, gen):
     from .mx import quantize_mx_ref
 
     return quantize_mx_ref(
-        x, elem=s["element"], scale_bits=s["scale_bits"], axes=(s["axis"],), block=s["block"],
-        round=s["round"], scale=s["scale"], minus_exp=s["minus_exp"], shared_exp_method=s["shared_exp"],
-        flush_fp32_subnorms=s["flush_fp32_subnorms"], emulate=s["emulate"], generator=gen,
+        x,
+        elem=s["element"],
+        scale_bits=s["scale_bits"],
+        axes=(s["axis"],),
+        block=s["block"],
+        round=s["round"],
+        scale=s["scale"],
+        minus_exp=s["minus_exp"],
+        shared_exp_method=s["shared_exp"],
+        flush_fp32_subnorms=s["flush_fp32_subnorms"],
+        emulate=s["emulate"],
+        generator=gen,
     )
 
 
@@ -28,8 +37,17 @@ def _qtype(x, s, gen):
     from .qtype import quantize_qtype_ref
 
     return quantize_qtype_ref(
-        x, exp_bits=s["E"], man_bits=s["M"], k_bits=s["k"], blk_size=s["b"], k_outer_bits=s["K"],
-        blk_outer_size=s["B"], carry=s["carry"], off=s["off"], axis=s["axis"], emulate=s["emulate"],
+        x,
+        exp_bits=s["E"],
+        man_bits=s["M"],
+        k_bits=s["k"],
+        blk_size=s["b"],
+        k_outer_bits=s["K"],
+        blk_outer_size=s["B"],
+        carry=s["carry"],
+        off=s["off"],
+        axis=s["axis"],
+        emulate=s["emulate"],
     )
 
 
@@ -89,10 +107,13 @@ def _hif8(x, s, gen):
 
     out = s["out"]
     return quantize_hif8_ref(
-        x, scale=s["scale"], variant=s["variant"],
+        x,
+        scale=s["scale"],
+        variant=s["variant"],
         underflow=None if s["underflow"] == "default" else s["underflow"],
         overflow=None if s["overflow"] == "default" else s["overflow"],
-        k=s["k"], out_dtype=None if out == "default" else (_OUT_DTYPES[out] or x.dtype),
+        k=s["k"],
+        out_dtype=None if out == "default" else (_OUT_DTYPES[out] or x.dtype),
         emulate=s["emulate"],
     )
 
@@ -116,9 +137,20 @@ def _dhif8(x, s, gen):
 
 
 _FAMILY_FUNCS = {
-    "mx": _mx, "qtype": _qtype, "tmx": _tmx, "nvf4": _nvf4, "nvfp4": _nvfp4, "nf4": _nf4,
-    "nf4grid": _nf4grid, "fp8tensor": _fp8tensor, "cast": _cast, "int8sym": _int8sym,
-    "hif8": _hif8, "hifx": _hifx, "hif4_paper": _hif4_paper, "dhif8": _dhif8,
+    "mx": _mx,
+    "qtype": _qtype,
+    "tmx": _tmx,
+    "nvf4": _nvf4,
+    "nvfp4": _nvfp4,
+    "nf4": _nf4,
+    "nf4grid": _nf4grid,
+    "fp8tensor": _fp8tensor,
+    "cast": _cast,
+    "int8sym": _int8sym,
+    "hif8": _hif8,
+    "hifx": _hifx,
+    "hif4_paper": _hif4_paper,
+    "dhif8": _dhif8,
 }
 
 

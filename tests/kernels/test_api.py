@@ -46,7 +46,9 @@ def test_auto_prefers_cpu_fast_on_cpu_and_falls_back_to_reference_elsewhere():
 
 def test_format_options_as_keywords():
     x = torch.randn(8, 64)
-    assert torch.equal(kernels.fake_quantize(x, "mxfp4_e2m1", block=16), kernels.fake_quantize(x, "mxfp4_e2m1:block=16"))
+    assert torch.equal(
+        kernels.fake_quantize(x, "mxfp4_e2m1", block=16), kernels.fake_quantize(x, "mxfp4_e2m1:block=16")
+    )
 
 
 def test_non_contiguous_input():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import kernels
 from corner_cases import corner_cases
 from golden import mismatches
+
+import kernels
 from kernels.compiled import unavailable_reason
 
 

@@ -13,9 +13,9 @@ import importlib
 
 import pytest
 import torch
+from golden import GOLDEN, assert_bits_equal, case_files, contract, load, needs_golden
 
 import kernels
-from golden import GOLDEN, assert_bits_equal, case_files, contract, load, needs_golden
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -71,8 +71,10 @@ def _check_format(entry, tensors, meta, case):
     fmt = entry["format"].format(**meta)
     want = tensors[entry["against"]]
     got = kernels.fake_quantize(x, fmt)
-    assert torch.equal(x.view(torch.int16 if x.element_size() == 2 else torch.int32),
-                       before.view(torch.int16 if x.element_size() == 2 else torch.int32)), "input was modified"
+    assert torch.equal(
+        x.view(torch.int16 if x.element_size() == 2 else torch.int32),
+        before.view(torch.int16 if x.element_size() == 2 else torch.int32),
+    ), "input was modified"
     od = entry.get("output_dtype")
     want_dtype = x.dtype if od == "input" else DTYPES[od] if od else want.dtype
     assert got.dtype == want_dtype, f"{fmt}: output dtype {got.dtype}, contract wants {want_dtype}"
@@ -88,12 +90,14 @@ def _check_op(entry, tensors, meta):
     out = fn(*inputs, **kwargs)
     out.backward(tensors[entry["grad_output"]])
     results = {"out": out.detach()}
-    results.update({f"grad:{n}": t.grad for n, t in zip(entry["inputs"], inputs)})
+    results.update({f"grad:{n}": t.grad for n, t in zip(entry["inputs"], inputs, strict=True)})
     for name, ref_name in entry["against"].items():
         got, ref = results[name], tensors[ref_name]
         assert got.dtype == ref.dtype, f"{name}: dtype {got.dtype}, want {ref.dtype}"
         atol = entry["atol"] * ref.float().abs().max().item()
-        assert torch.allclose(got.float(), ref.float(), rtol=entry["rtol"], atol=atol), f"{name} differs from {ref_name}"
+        assert torch.allclose(got.float(), ref.float(), rtol=entry["rtol"], atol=atol), (
+            f"{name} differs from {ref_name}"
+        )
 
 
 def test_contract_is_present_or_skipped_clearly():

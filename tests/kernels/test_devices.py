@@ -6,25 +6,42 @@ import importlib.util
 
 import pytest
 import torch
-
-import kernels
 from corner_cases import as_dtype, corner_cases
 from golden import case_files, contract, load, mismatches, needs_golden
 
+import kernels
+
 FORMATS = [str(s) for s in kernels.list_formats()] + [
-    "mxfp4_e2m1:round=even", "mxfp8_e4m3:emulate=seed", "mxfp6_e3m2:scale=rceil", "mxfp8_e4m3:axis=0",
-    "hif8:scale=none", "hif8:variant=paper", "hif8:emulate=seed", "hifx4_v12:emulate=seed", "nf4B4b64:emulate=seed",
-    "nvf4:emulate=seed", "fp8_e4m3:emulate=seed", "int8sym:emulate=seed", "tmx6:emulate=seed",
+    "mxfp4_e2m1:round=even",
+    "mxfp8_e4m3:emulate=seed",
+    "mxfp6_e3m2:scale=rceil",
+    "mxfp8_e4m3:axis=0",
+    "hif8:scale=none",
+    "hif8:variant=paper",
+    "hif8:emulate=seed",
+    "hifx4_v12:emulate=seed",
+    "nf4B4b64:emulate=seed",
+    "nvf4:emulate=seed",
+    "fp8_e4m3:emulate=seed",
+    "int8sym:emulate=seed",
+    "tmx6:emulate=seed",
 ]
 
 
 def _devices():
     out = []
-    out.append(pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU")]))
+    out.append(
+        pytest.param(
+            "cuda",
+            marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+        )
+    )
     has_npu = importlib.util.find_spec("torch_npu") is not None
-    out.append(pytest.param("npu", marks=[pytest.mark.npu, pytest.mark.skipif(
-        not has_npu, reason="needs torch_npu and an Ascend NPU")]))
+    out.append(
+        pytest.param(
+            "npu", marks=[pytest.mark.npu, pytest.mark.skipif(not has_npu, reason="needs torch_npu and an Ascend NPU")]
+        )
+    )
     return out
 
 

@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import kernels
-import kernels.chunked as chunked
 from corner_cases import as_dtype, corner_cases
 from golden import mismatches
 
+import kernels
+import kernels.chunked as chunked
+
 FORMATS = [str(s) for s in kernels.list_formats()] + [
-    "mxfp4_e2m1:round=even", "mxfp8_e4m3:round=floor", "mxfp6_e2m3:scale=rceil", "mxfp8_e5m2:scale=even",
-    "mxfp4_e2m1:scale=carry", "mxfp8_e4m3:axis=0", "mxint8:block=16", "mxfp4_e2m1:block=0",
-    "mxfp8_e4m3:emulate=seed", "mxfp4_e2m1:minus_exp=1", "e4m3k8b32c:axis=0", "nf4:block=32", "nvfp4:axis=0",
-    "hif8:scale=none", "hif8:variant=paper", "hif8:emulate=seed", "hifx4_v12:axis=0", "dhif8:amax=100.0",
-    "int8sym:axis=0", "tmx6:axis=0",
+    "mxfp4_e2m1:round=even",
+    "mxfp8_e4m3:round=floor",
+    "mxfp6_e2m3:scale=rceil",
+    "mxfp8_e5m2:scale=even",
+    "mxfp4_e2m1:scale=carry",
+    "mxfp8_e4m3:axis=0",
+    "mxint8:block=16",
+    "mxfp4_e2m1:block=0",
+    "mxfp8_e4m3:emulate=seed",
+    "mxfp4_e2m1:minus_exp=1",
+    "e4m3k8b32c:axis=0",
+    "nf4:block=32",
+    "nvfp4:axis=0",
+    "hif8:scale=none",
+    "hif8:variant=paper",
+    "hif8:emulate=seed",
+    "hifx4_v12:axis=0",
+    "dhif8:amax=100.0",
+    "int8sym:axis=0",
+    "tmx6:axis=0",
 ]
 CASES = corner_cases()
 

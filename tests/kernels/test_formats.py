@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from golden import GOLDEN, contract, needs_golden
 
 import kernels
 from kernels.formats import FAMILIES, FormatError, parse
-from golden import GOLDEN, contract, needs_golden
 
 
 def test_every_listed_format_round_trips():
@@ -113,10 +113,36 @@ def test_rules_and_bits_per_value():
 
 def test_list_formats_covers_the_issue_names():
     names = {s.name for s in kernels.list_formats()}
-    for n in ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8", "mxfp4", "mxfp6e3m2",
-              "mxfp8e4m3", "mxfp8e5m2", "nvf4", "nvfp4", "nf4", "fp8_e4m3", "fp8_e5m2", "fp16", "bf16", "fp32",
-              "int8sym", "hif8", "hifx2_v12", "hifx3_v12", "hifx4_v12", "hifx5_v12", "hif4_paper", "dhif8",
-              "nf4B4b64", "tmx6"]:
+    for n in [
+        "mxfp8_e4m3",
+        "mxfp8_e5m2",
+        "mxfp6_e3m2",
+        "mxfp6_e2m3",
+        "mxfp4_e2m1",
+        "mxint8",
+        "mxfp4",
+        "mxfp6e3m2",
+        "mxfp8e4m3",
+        "mxfp8e5m2",
+        "nvf4",
+        "nvfp4",
+        "nf4",
+        "fp8_e4m3",
+        "fp8_e5m2",
+        "fp16",
+        "bf16",
+        "fp32",
+        "int8sym",
+        "hif8",
+        "hifx2_v12",
+        "hifx3_v12",
+        "hifx4_v12",
+        "hifx5_v12",
+        "hif4_paper",
+        "dhif8",
+        "nf4B4b64",
+        "tmx6",
+    ]:
         assert n in names, n
     json.dumps([str(s) for s in kernels.list_formats()])  # names are plain strings
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from golden import GOLDEN
 
 import kernels
-from golden import GOLDEN
 from kernels.grid import MINIFLOATS
 
 

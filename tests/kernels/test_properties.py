@@ -89,12 +89,38 @@ def unit_scale_input(fmt: str, values: list[float]) -> torch.Tensor:
 
 # (format, tie rule at unit scale, values to test: None = every code)
 FIXED_POINT_FORMATS = [
-    "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8",
-    "mxfp4_e2m1:round=even", "mxfp8_e4m3:round=floor", "mxfp8_e4m3:emulate=seed",
-    "mxfp4", "mxfp8e4m3", "mxfp8e5m2", "mxfp6e3m2", "e3m2k8b16c", "e2m1k8b32", "e2m1K4k4B8b4c",
-    "nvf4", "nf4", "nf4B4b64", "fp8_e4m3", "fp8_e5m2", "int8sym",
-    "hif8:scale=none", "hif8:variant=paper", "hif8:scale=none,underflow=flush", "dhif8:amax=8.0",
-    "hifx2_v12", "hifx3_v12", "hifx4_v12", "hifx5_v12", "tmx4", "tmx6",
+    "mxfp8_e4m3",
+    "mxfp8_e5m2",
+    "mxfp6_e3m2",
+    "mxfp6_e2m3",
+    "mxfp4_e2m1",
+    "mxint8",
+    "mxfp4_e2m1:round=even",
+    "mxfp8_e4m3:round=floor",
+    "mxfp8_e4m3:emulate=seed",
+    "mxfp4",
+    "mxfp8e4m3",
+    "mxfp8e5m2",
+    "mxfp6e3m2",
+    "e3m2k8b16c",
+    "e2m1k8b32",
+    "e2m1K4k4B8b4c",
+    "nvf4",
+    "nf4",
+    "nf4B4b64",
+    "fp8_e4m3",
+    "fp8_e5m2",
+    "int8sym",
+    "hif8:scale=none",
+    "hif8:variant=paper",
+    "hif8:scale=none,underflow=flush",
+    "dhif8:amax=8.0",
+    "hifx2_v12",
+    "hifx3_v12",
+    "hifx4_v12",
+    "hifx5_v12",
+    "tmx4",
+    "tmx6",
 ]
 
 
@@ -119,7 +145,9 @@ def test_every_code_is_a_fixed_point(fmt):
     y = kernels.fake_quantize(x, fmt)
     assert y.dtype == x.dtype
     bad = (y != x).nonzero()
-    assert bad.numel() == 0, f"{fmt}: {len(bad)} codes moved, e.g. {x[tuple(bad[0])].item()} -> {y[tuple(bad[0])].item()}"
+    assert bad.numel() == 0, (
+        f"{fmt}: {len(bad)} codes moved, e.g. {x[tuple(bad[0])].item()} -> {y[tuple(bad[0])].item()}"
+    )
 
 
 def test_fixed_point_test_detects_a_wrong_grid():
@@ -130,14 +158,32 @@ def test_fixed_point_test_detects_a_wrong_grid():
 
 # (format, rule) for the midpoint test. rule: away | even | zero
 TIE_RULES = [
-    ("mxfp8_e4m3", "away"), ("mxfp8_e5m2", "away"), ("mxfp6_e3m2", "away"), ("mxfp6_e2m3", "away"),
-    ("mxfp4_e2m1", "away"), ("mxint8", "away"),
-    ("mxfp8_e4m3:round=even", "even"), ("mxfp4_e2m1:round=even", "even"), ("mxint8:round=even", "even"),
-    ("mxfp6_e2m3:round=floor", "zero"), ("mxfp4_e2m1:round=floor", "zero"),
-    ("mxfp4", "away"), ("mxfp8e4m3", "away"), ("e2m1k8b32", "away"), ("e3m2k8b16c", "away"),
-    ("nvf4", "even"), ("fp8_e4m3", "even"), ("fp8_e5m2", "even"), ("int8sym", "even"),
-    ("hif8:scale=none", "away"), ("hif8:variant=paper", "away"), ("dhif8:amax=8.0", "away"),
-    ("hifx3_v12", "away"), ("hifx4_v12", "away"), ("hifx5_v12", "away"), ("tmx6", "away"),
+    ("mxfp8_e4m3", "away"),
+    ("mxfp8_e5m2", "away"),
+    ("mxfp6_e3m2", "away"),
+    ("mxfp6_e2m3", "away"),
+    ("mxfp4_e2m1", "away"),
+    ("mxint8", "away"),
+    ("mxfp8_e4m3:round=even", "even"),
+    ("mxfp4_e2m1:round=even", "even"),
+    ("mxint8:round=even", "even"),
+    ("mxfp6_e2m3:round=floor", "zero"),
+    ("mxfp4_e2m1:round=floor", "zero"),
+    ("mxfp4", "away"),
+    ("mxfp8e4m3", "away"),
+    ("e2m1k8b32", "away"),
+    ("e3m2k8b16c", "away"),
+    ("nvf4", "even"),
+    ("fp8_e4m3", "even"),
+    ("fp8_e5m2", "even"),
+    ("int8sym", "even"),
+    ("hif8:scale=none", "away"),
+    ("hif8:variant=paper", "away"),
+    ("dhif8:amax=8.0", "away"),
+    ("hifx3_v12", "away"),
+    ("hifx4_v12", "away"),
+    ("hifx5_v12", "away"),
+    ("tmx6", "away"),
 ]
 
 
@@ -170,9 +216,26 @@ def test_midpoints_round_by_the_tie_rule(fmt, rule):
 # --------------------------------------------------------------------------- idempotence
 
 IDEMPOTENT = [
-    "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8", "mxfp4_e2m1:round=even",
-    "mxfp8_e4m3:axis=0", "nvf4", "fp8_e5m2", "fp16", "bf16", "fp32", "int8sym",
-    "hif8:scale=none", "hif8:variant=paper", "hifx2_v12", "hifx3_v12", "hifx4_v12", "hifx5_v12",
+    "mxfp8_e4m3",
+    "mxfp8_e5m2",
+    "mxfp6_e3m2",
+    "mxfp6_e2m3",
+    "mxfp4_e2m1",
+    "mxint8",
+    "mxfp4_e2m1:round=even",
+    "mxfp8_e4m3:axis=0",
+    "nvf4",
+    "fp8_e5m2",
+    "fp16",
+    "bf16",
+    "fp32",
+    "int8sym",
+    "hif8:scale=none",
+    "hif8:variant=paper",
+    "hifx2_v12",
+    "hifx3_v12",
+    "hifx4_v12",
+    "hifx5_v12",
 ]
 
 
@@ -202,8 +265,14 @@ def test_carry_scale_is_not_idempotent():
 # --------------------------------------------------------------------------- hypothesis
 
 HYPO_FORMATS = [s for s in map(str, kernels.list_formats())] + [
-    "mxfp4_e2m1:round=even", "mxfp8_e4m3:axis=0", "mxfp6_e2m3:scale=rceil", "mxint8:block=16",
-    "hif8:scale=none", "hif8:variant=paper", "hifx4_v12:axis=0", "nf4:block=32",
+    "mxfp4_e2m1:round=even",
+    "mxfp8_e4m3:axis=0",
+    "mxfp6_e2m3:scale=rceil",
+    "mxint8:block=16",
+    "hif8:scale=none",
+    "hif8:variant=paper",
+    "hifx4_v12:axis=0",
+    "nf4:block=32",
 ]
 
 SYMMETRIC_EXCLUDED = {"nf4", "nf4:block=32"}  # the NF4 code book is asymmetric (7 negative levels)

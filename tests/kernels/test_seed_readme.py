@@ -9,13 +9,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+    ),
+]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_basic_quantization_example(device):
-    from kernels.hifp import quant_hif8, hifp_matmul  # noqa: F401 - imported as in the README
+    from kernels.hifp import hifp_matmul, quant_hif8  # noqa: F401 - imported as in the README
     from kernels.mxfp import _quantize_mx, mxfp_matmul  # noqa: F401
     from kernels.qtype import QType  # noqa: F401
 
