@@ -38,6 +38,10 @@ def corner_cases() -> dict[str, torch.Tensor]:
             [_row([1e-45 * k for k in range(1, 97)]), _row([F32_TINY * k / 97 for k in range(96)])]
         ),
         "tiny": torch.randn(4, 96, generator=g) * 1e-30,
+        # Rows whose amax is a few fp32 subnormal steps: per-row steps like amax/127 underflow to 0.
+        "subnormal_amax_rows": torch.stack(
+            [_row([2.2421e-44, 0.0, -1e-45]), _row([1e-45, -1e-45]), _row([8e-44, 3e-45])]
+        ),
         "huge": torch.stack([_row([F32_MAX, -F32_MAX, 1e38, 3e38, 1.0]), _row([F32_MAX * 0.999, 2.0**127, 1e-38])]),
         "powers_of_two_pm_ulp": torch.stack(
             [

@@ -7,7 +7,8 @@ RNE rounding (2.5 → 2, 1.5 → 2). There is no zero point and no -128.
 
 - ``emulate="exact"`` (default, golden ``expected_exact``): in float32; bf16/fp16
   inputs are upcast and the result rounded back (RNE). Fixed seed bug: an
-  all-zero row gives 0 (the seed computes 0/0 = NaN).
+  all-zero row gives 0 (the seed computes 0/0 = NaN), and so does a row whose
+  step ``amax/127`` underflows to 0.
 - ``emulate="seed"`` (golden ``expected``): the seed op for op in the input dtype,
   so an all-zero row is NaN; output in the input dtype.
 - NaN or ±Inf in a row makes that row NaN in both modes: the step is NaN or Inf,
@@ -42,5 +43,7 @@ def quantize_int8sym_ref(x: torch.Tensor, *, axis: int = -1, emulate: str = "exa
     out = round_half_even(xc / step).clamp(-INT8_MAX, INT8_MAX) * step
     if emulate == "seed":
         return out
-    # Fixed bug: an all-zero row (step 0, x/0 = NaN) is 0.
-    return torch.where(amax == 0, 0.0, out).to(x.dtype)
+    # Fixed bug: a row whose step is 0 is 0. That is an all-zero row (x/0 = NaN in the seed),
+    # and also a row of fp32 subnormals with amax < 127·2^-150, whose step underflows to 0
+    # (every multiple of that step rounds to 0 as well).
+    return torch.where(step == 0, 0.0, out).to(x.dtype)

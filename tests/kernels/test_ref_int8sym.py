@@ -103,14 +103,19 @@ def test_nan_inf_rows(emulate):
 def test_axes_and_shapes():
     x = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(1)) * torch.logspace(-2, 2, 7)[None, :, None]
     for emulate in ("exact", "seed"):
-        assert_bits_equal(quantize_int8sym_ref(x, axis=1, emulate=emulate),
-                          quantize_int8sym_ref(x.transpose(1, 2), emulate=emulate).transpose(1, 2))
+        assert_bits_equal(
+            quantize_int8sym_ref(x, axis=1, emulate=emulate),
+            quantize_int8sym_ref(x.transpose(1, 2), emulate=emulate).transpose(1, 2),
+        )
         m = x[0]
-        assert_bits_equal(quantize_int8sym_ref(m, axis=0, emulate=emulate),
-                          quantize_int8sym_ref(m.t(), emulate=emulate).t())
+        assert_bits_equal(
+            quantize_int8sym_ref(m, axis=0, emulate=emulate), quantize_int8sym_ref(m.t(), emulate=emulate).t()
+        )
         # A 1-D tensor has a single scale.
-        assert_bits_equal(quantize_int8sym_ref(m[:, 0], emulate=emulate),
-                          quantize_int8sym_ref(m[:, 0].unsqueeze(0), emulate=emulate)[0])
+        assert_bits_equal(
+            quantize_int8sym_ref(m[:, 0], emulate=emulate),
+            quantize_int8sym_ref(m[:, 0].unsqueeze(0), emulate=emulate)[0],
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -149,3 +154,11 @@ def test_rejects_bad_arguments():
         quantize_int8sym_ref(torch.ones(3), emulate="even")
     with pytest.raises(TypeError):
         quantize_int8sym_ref(torch.ones(3, dtype=torch.float64))
+
+
+def test_row_whose_step_underflows_gives_zeros():
+    """Found by hypothesis: amax = 16·2^-149 makes amax/127 round to 0; the row must come out 0, not NaN."""
+    x = torch.tensor([[2.2421e-44, 0.0, -1e-45]])
+    out = quantize_int8sym_ref(x)
+    assert torch.equal(out, torch.zeros_like(x))
+    assert torch.isnan(quantize_int8sym_ref(x, emulate="seed")).any()  # the seed's 0/0
