@@ -22,6 +22,7 @@ def _root() -> None:
 def formats() -> None:
     """List every format with its resolved rules and bits per value."""
     table = Table("format", "element", "block", "axis", "scale", "rounding", "bits/value")
+    table.columns[0].no_wrap = True
     for spec in kernels.list_formats():
         r = spec.rules()
         table.add_row(str(spec), r.element, r.block, r.axis, r.scale, r.rounding, f"{r.bits_per_value:.4g}")
