@@ -6,6 +6,12 @@ here); on a 256K-element piece that stays in L2 the same pass runs at ~10 G
 elem/s. Splitting also lets each core work on its own pieces (one torch thread
 per worker: torch's intra-op threads on small pieces cost more than they gain).
 
+Three more details matter on a small shared machine: every piece runs in the pool,
+the first one too (an OpenMP team in the calling thread stalls on a busy core, see
+``_run``); the result is allocated with huge-page advice (first-touch page faults on
+a fresh 64 MB result cost as much as the fast kernels' arithmetic, ``_empty_output``);
+and a fast kernel that takes ``out=`` writes each piece straight into the result.
+
 Why it is exact: a piece is always a set of whole scaling units (blocks, rows,
 groups), so every piece computes exactly what the reference computes on the
 whole tensor. Per-tensor scales are computed once over the whole tensor first
@@ -15,6 +21,7 @@ with the reference on random and corner-case tensors.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import threading
@@ -51,9 +58,10 @@ def _get_pool() -> ThreadPoolExecutor:
 
 
 def layout(spec: FormatSpec) -> tuple[str, int | None]:
-    """How a format may be split: ``("elementwise", None)``, ``("tensor", None)`` (one
-    scale over the whole tensor, then elementwise), or ``("axis", unit)``: independent
-    units of ``unit`` consecutive elements along the axis (``None``: the whole axis)."""
+    """How a format may be split: ``("elementwise", None)``; ``("tensor", unit)``: one scale
+    over the whole tensor, then elementwise (``unit`` None) or in independent units of
+    ``unit`` along the axis (NVFP4's blocks of 16); or ``("axis", unit)``: independent units
+    of ``unit`` consecutive elements along the axis (``None``: the whole axis)."""
     f = spec.family
     if f == "mx":
         if spec["shared_exp"] == "none":
@@ -78,8 +86,10 @@ def layout(spec: FormatSpec) -> tuple[str, int | None]:
         return ("tensor", None) if scaled else ("elementwise", None)
     if f == "dhif8":
         return ("tensor", None) if spec["amax"] is None else ("elementwise", None)
-    if f in ("fp8tensor", "nvfp4"):
+    if f == "fp8tensor":
         return "tensor", None
+    if f == "nvfp4":
+        return "tensor", 16  # one scale over the whole tensor, then independent blocks of 16
     raise AssertionError(f)
 
 
@@ -102,11 +112,13 @@ def fake_quantize_chunked(
     if fast is not None:
         amax = _amax(x) if kind == "tensor" else None
 
-        def ref(p, s, g, _fast=fast, _amax=amax):  # noqa: F811 - the pieces run the fast kernel
-            return _fast(p, s, _amax)
+        def ref(p, s, g, _fast=fast, _amax=amax, **out):  # noqa: F811 - the pieces run the fast kernel
+            return _fast(p, s, _amax, **out)
 
-        if kind == "tensor":
-            kind = "elementwise"  # with the amax known, every element is independent
+        # A kernel with an ``out`` parameter writes each piece straight into the result.
+        ref.writes_out = "out" in inspect.signature(fast).parameters
+        if kind == "tensor":  # with the amax known, every element (block of ``unit``) is independent
+            kind = "axis" if unit else "elementwise"
     if x.numel() < MIN_SPLIT_ELEMS or kind == "tensor":
         return ref(x, spec, generator)
     if kind == "elementwise":
@@ -140,14 +152,63 @@ def _amax(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).amax().float()
 
 
+#: Outputs at least this large (bytes) ask Linux for transparent huge pages.
+HUGE_PAGE_BYTES = 4 << 20
+_MADV_HUGEPAGE = 14
+_madvise = None
+
+
+def _empty_output(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.empty`` for the result, backed by 2 MB pages where Linux allows it.
+
+    A fresh result is memory the kernel has never touched, and here the first write to
+    each 4 KB page faults: filling a new 64 MB tensor took ~40 ms, as long as the fast
+    MX kernels take to compute it. With ``madvise(MADV_HUGEPAGE)`` (honoured when
+    /sys/kernel/mm/transparent_hugepage/enabled is ``madvise`` or ``always``) it took
+    ~5-15 ms. The advice only changes how the pages are backed, never their contents;
+    where it is unavailable the call is skipped.
+    """
+    global _madvise
+    out = torch.empty(shape, dtype=dtype, device=device)
+    nbytes = out.numel() * out.element_size()
+    if device.type != "cpu" or nbytes < HUGE_PAGE_BYTES or _madvise is False:
+        return out
+    if _madvise is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            _madvise = libc.madvise
+        except (OSError, AttributeError):
+            _madvise = False
+            return out
+    page = 2 << 20
+    start = (out.data_ptr() + page - 1) // page * page  # whole huge pages inside the tensor
+    end = (out.data_ptr() + nbytes) // page * page
+    if end > start:
+        _madvise(start, end - start, _MADV_HUGEPAGE)
+    return out
+
+
 def _run(v: torch.Tensor, spec: FormatSpec, idx: list[tuple[slice, ...]], ref, generator) -> torch.Tensor:
-    """``out[i] = ref(v[i])`` for every index tuple, in the worker pool; returns ``out`` (shape of v)."""
-    first = ref(v[idx[0]], spec, generator)
-    out = torch.empty(v.shape, dtype=first.dtype, device=first.device)
+    """``out[i] = ref(v[i])`` for every index tuple, in the worker pool; returns ``out`` (shape of v).
+
+    The first piece runs in the pool too, not in the calling thread: that thread may use
+    several OpenMP threads, and an OpenMP team waits for all its threads at the end of
+    every op. With another busy process on this 2-core machine one of them often has no
+    core for a scheduler tick: a 256K-element piece took 128 ms instead of 0.5 ms.
+    """
+    first = _get_pool().submit(ref, v[idx[0]], spec, generator).result()
+    out = _empty_output(v.shape, first.dtype, first.device)
     out[idx[0]] = first
+    writes_out = getattr(ref, "writes_out", False)
 
     def work(i: tuple[slice, ...]) -> None:
-        out[i] = ref(v[i], spec, generator)
+        if writes_out:
+            ref(v[i], spec, generator, out=out[i])  # saves a fresh piece and its copy
+        else:
+            out[i] = ref(v[i], spec, generator)
 
     if len(idx) > 1:
         list(_get_pool().map(work, idx[1:]))

@@ -18,6 +18,9 @@ Every kernel here must equal its reference kernel bit for bit on every input
 A fast kernel has the signature ``kernel(x, spec, amax) -> Tensor``: ``x`` is one piece
 (float32, bfloat16 or float16; the blocked axis is ``spec["axis"]``), ``amax`` is the
 whole tensor's max |x| as a 0-dim float32 tensor for per-tensor formats, else None.
+A kernel may also take a keyword ``out`` (a tensor of the result's shape and dtype, any
+strides) and write its result there; ``kernels.chunked`` then passes each piece's slice
+of the final result instead of copying a new piece into it.
 """
 
 from __future__ import annotations
