@@ -50,7 +50,7 @@ from ._bits import (
     seed_round_half_away,
 )
 
-__all__ = ["MXElement", "MX_ELEMENTS", "resolve_mx_element", "quantize_mx_ref"]
+__all__ = ["MXElement", "MX_ELEMENTS", "resolve_mx_element", "quantize_mx_ref", "exact_block_scale"]
 
 EMULATE_MODES = ("exact", "seed")
 ROUND_MODES = ("nearest", "even", "floor", "dither")
@@ -326,6 +326,25 @@ def _exact_scale(E: torch.Tensor, amax: torch.Tensor, elem: MXElement, scale_bit
     return s.clamp(-scale_emax, scale_emax), nan_mask
 
 
+def exact_block_scale(amax, elem: MXElement, scale_bits: int, scale: str = "floor", minus_exp=None, E=None):
+    """§2.3 steps 2, 4 and 5 in exact mode: ``(E, s, nan_mask)`` per block from its amax.
+
+    ``E`` is the shared exponent, computed here for every rule but the auto modes
+    (whose ``E`` the caller passes); ``s`` the scale exponent clamped to the scale
+    range; ``nan_mask`` the blocks that come out NaN. The fast kernel
+    (``kernels.fast.mx``) calls this on its per-block amax for the non-default
+    rules, so both decide those scales with the same code.
+    """
+    if E is None:
+        E = _exact_shared_exponent(amax, elem, scale, minus_exp)
+    s, nan_mask = _exact_scale(E, amax, elem, scale_bits)
+    if scale == "even" and minus_exp is None:
+        # scale=even rounds amax itself to m bits; at E = 128 the rounded amax is
+        # not a finite float32 (torchao gets +Inf and a NaN scale: §11.2 row 4).
+        nan_mask = nan_mask | (E > 127)
+    return E, s, nan_mask
+
+
 def _exact_elements(y: torch.Tensor, elem: MXElement, round: str, generator) -> torch.Tensor:
     """§2.4 in float32, exactly: round y (already divided by X) to the element grid, saturate."""
     M = elem.man_bits
@@ -392,21 +411,15 @@ def _quantize_mx_exact(x, elem, scale_bits, axes, block, round, scale, minus_exp
     else:
         dims = b.reduce_dims
         amax = xb.abs().amax(dim=dims, keepdim=True)  # NaN propagates (§2.3 step 1)
+    E = None
     if isinstance(minus_exp, str):
         d = _exact_auto_offset(xb, amax, elem, scale_bits, minus_exp, dims)
         base = "floor" if minus_exp == "auto-fix" else "ceil"
         E = _exact_shared_exponent(amax, elem, base, None) - d
-    else:
-        E = _exact_shared_exponent(amax, elem, scale, minus_exp)
-    # scale=even rounds amax itself to m bits; at E = 128 the rounded amax is
-    # not a finite float32 (torchao gets +Inf and a NaN scale: §11.2 row 4).
-    overflow = E > 127 if scale == "even" and minus_exp is None else None
+    E, s, nan_mask = exact_block_scale(amax, elem, scale_bits, scale, minus_exp, E)
     if flush:
         # §2.3 step 3: zero the block when E <= -127 (amax is an fp32 subnormal).
         xb = torch.where(E <= -127, 0.0, xb)
-    s, nan_mask = _exact_scale(E, amax, elem, scale_bits)
-    if overflow is not None:
-        nan_mask = nan_mask | overflow
     return _from_blocks(_exact_dequant(xb, s, nan_mask, elem, round, generator), b)
 
 
