@@ -7,11 +7,13 @@ slow here. This module computes the same thing with arithmetic (spec formats-hif
 §3.2, step numbers below):
 
 * Steps 5-7 (:func:`_round_magnitude`): for a normal float32 magnitude ``a`` in binade
-  E, keeping w mantissa bits with ties away is ``(bits + 2^(s-1)) & -2^s`` with
-  s = 23 - w, as in the reference. Instead of looking s up, w is derived from E with
-  integer ops: w = 3 - L, where L counts how many of |E| >= 4, 8, 16 hold, which is
-  ``clamp(floor(log2 |E|) - 1, 0, 3)``; floor(log2 |E|) is read from the exponent
-  bits of ``float(|E|)`` (|E| = 0 gives the biased exponent 0, so L = 0).
+  E, keeping w mantissa bits with ties away is ``(bits + h) & -2h`` with h = 2^(22-w),
+  half the lowest kept bit, as in the reference. Instead of looking h up in a table,
+  it comes from E by arithmetic: w = 3 - L, where L counts how many of |E| >= 4, 8,
+  16 hold, so 2^(L+1) = clamp(2^floor(log2 |E|), 2, 16); 2^floor(log2 |E|) is
+  float(E) with its sign and mantissa bits cleared (0 for E = 0), and
+  h = 2^(L+1)·2^18 is exact in float32 and converts exactly to int32. (Checked against
+  the reference on every float32 below 2^19, plus Inf and NaN, in every mode.)
 * Steps 2-3: the magnitude is clamped to ``[2^-22, top]`` first (as the reference
   does), so every value is a normal float32 in a HiF8 binade. Zeros and the signs come
   back through one multiply by ``sign(y)``, which is +1, -1, or +0 for both zeros
@@ -60,8 +62,6 @@ _OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.floa
 _TOP = {"saturate": HIF8_MAX, "inf": 65536.0 - 2.0**-8}
 #: 32768·c is finite, 49152·c overflows (module docstring, step 4).
 _INF_FACTOR = 1.5 * 2.0**112
-#: Half of the lowest kept mantissa bit for w = 3 (bit 19), shifted left by L = 3 - w.
-_HALF_AT_W3 = torch.tensor(1 << 19, dtype=torch.int32)
 
 
 def _round_magnitude(a: torch.Tensor) -> torch.Tensor:

@@ -178,6 +178,16 @@ def test_hif8_random_bit_patterns(fmt):
     check(bits.view(F32), fmt)
 
 
+@pytest.mark.parametrize(
+    ("binade", "fmt"), [(-4, "hif8:scale=none"), (15, "hif8:scale=none,underflow=flush,overflow=inf")]
+)
+def test_hif8_every_float_of_a_binade(binade, fmt):
+    """Every float32 of a whole binade (2^23 values), both signs: ties, near-ties, carries."""
+    bits = torch.arange(1 << 23, dtype=I32) | ((binade + 127) << 23)
+    x = bits.view(F32)
+    check(torch.cat([x, -x[::5]]), fmt)
+
+
 def _recipe_cases(dtype) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     edges = hif8_edges(-25, 2)
