@@ -88,11 +88,12 @@ def _group_exp(bits: torch.Tensor, q: QTypeFields, name: str) -> torch.Tensor:
     return a.bitwise_right_shift_(23).sub_(127 + q.exp_max).clamp_(q.exp_lo, q.exp_hi)
 
 
-def _scales(m: torch.Tensor, q: QTypeFields, outer_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(2^-s, 2^s)`` per inner block from the inner maxima ``m`` (§3.4 steps 1-3);
-    ``2^-s`` is NaN throughout an outer block that holds a NaN. With short inner blocks
-    these tensors are a quarter of the piece, so they live in scratch buffers too."""
-    bits = m.view(I32)
+def _inverse_scales(bits: torch.Tensor, q: QTypeFields, outer_dim: int, spread: bool) -> torch.Tensor:
+    """``2^-s`` per inner block (§3.4 steps 1-3) from the int32 bits of the inner maxima;
+    NaN throughout an outer block that holds a NaN. ``spread``: the result goes through
+    :func:`_spread`, whose matmul rows are outer blocks, so a NaN in any one inner block
+    of a row is enough. With short inner blocks these tensors are a quarter of the piece,
+    so they live in scratch buffers too."""
     g = _group_exp(bits, q, "qtype.g")
     outer = bits
     if q.blk_outer_size > 1:
@@ -100,10 +101,9 @@ def _scales(m: torch.Tensor, q: QTypeFields, outer_dim: int) -> tuple[torch.Tens
         # The outer block's largest g is the g of its largest m (g is monotone).
         G = _group_exp(outer, q, "qtype.G").sub_(q.max_inner_drop)
         torch.maximum(g, G, out=g).clamp_(q.exp_lo, q.exp_hi)
-    # + 0, or + NaN where the outer block's max is NaN (±Inf clamps to 0): no bool mask.
-    nan_outer = outer.view(F32).clamp(max=0.0)
-    inv = torch.sub(127, g, out=scratch("qtype.inv_s", g.shape, I32)).bitwise_left_shift_(23).view(F32)
-    return inv.add_(nan_outer), g.add_(127).bitwise_left_shift_(23).view(F32)
+    # + 0, or + NaN where the max is NaN (±Inf clamps to 0): no bool mask.
+    nan = (bits if spread else outer).view(F32).clamp(max=0.0)
+    return g.neg_().add_(127).bitwise_left_shift_(23).view(F32).add_(nan)
 
 
 #: Inner blocks shorter than this get their scales spread by a matmul (:func:`_spread`).
@@ -143,10 +143,11 @@ def fake_quantize_qtype(
     # (rows, groups, B, b) or, along a non-last axis, (rows, groups, B, b, inner).
     Ab = A.view(rows, n_pad // (b * B), B, b, *((inner,) if inner > 1 else ()))
     m = torch.amax(Ab.view(I32), dim=3, keepdim=True, out=scratch("qtype.m", (*Ab.shape[:3], 1, *Ab.shape[4:]), I32))
-    inv, X = _scales(m.view(F32), q, outer_dim=2)
-    if inner == 1 and b < SHORT_BLOCK:
+    spread = inner == 1 and b < SHORT_BLOCK
+    inv = _inverse_scales(m, q, outer_dim=2, spread=spread)
+    if spread:
         inv = _spread(inv, b, "qtype.inv")
-        X = torch.reciprocal(inv, out=scratch("qtype.X", inv.shape, F32))  # exact for powers of two
+    X = torch.reciprocal(inv, out=scratch("qtype.X", inv.shape, F32))  # 2^s: exact for powers of two
 
     Ab.mul_(inv)  # z = |x| / 2^s
     z_eps = torch.add(A, QTYPE_EPS, out=scratch("qtype.z_eps", A.shape, F32))
