@@ -9,6 +9,7 @@ the same bits (``tests/kernels/test_compiled.py`` checks a sample when a compile
 from __future__ import annotations
 
 import shutil
+import types
 from functools import cache, lru_cache
 
 import torch
@@ -47,6 +48,11 @@ def _compiled(spec: FormatSpec):
     def run(x: torch.Tensor) -> torch.Tensor:
         return fake_quantize_ref(x, spec, None)
 
+    # torch.compile keeps its compiled graphs, and its recompile limit, per code object; every
+    # closure of ``run`` shares one, so after a few formats it would stop compiling. A copy of
+    # the code object per format gives each format its own cache.
+    code = run.__code__.replace(co_name=f"fake_quantize_{abs(hash(spec)):x}")
+    run = types.FunctionType(code, run.__globals__, code.co_name, run.__defaults__, run.__closure__)
     return torch.compile(run, dynamic=None)
 
 

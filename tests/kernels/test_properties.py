@@ -361,3 +361,38 @@ def test_hypothesis_input_never_modified(fmt, x):
     before = x.clone()
     kernels.fake_quantize(x, fmt)
     assert torch.equal(x.view(torch.int32), before.view(torch.int32))
+
+
+# Formats whose re-quantization can change values, and why (each shown by a counterexample test).
+NOT_IDEMPOTENT = {
+    **dict.fromkeys(
+        ["mxfp4", "mxfp6e3m2", "mxfp8e4m3", "mxfp8e5m2", "e2m1k8b32c", "e4m3k8b32c", "e3m2k8b16c", "e2m1K4k4B8b4c"],
+        "carry scale: rounding the block max past sqrt(2)·2^e doubles the scale",
+    ),
+    "hif8": "per-tensor scale 8/(amax + 2^-23) is not a power of two, and the amax moves",
+    "nvfp4": "per-tensor FP32 scale amax/2688 is not a power of two (and torchao's reciprocal arithmetic)",
+    "hif4_paper": "the E6M2 scale ~ Ma/7 is recomputed from the quantized max",
+}
+
+
+@pytest.mark.parametrize("fmt", HYPO_FORMATS)
+@_SETTINGS
+@given(x=_tensors())
+def test_hypothesis_idempotent(fmt, x):
+    if fmt in NOT_IDEMPOTENT:
+        pytest.skip(NOT_IDEMPOTENT[fmt])
+    y = kernels.fake_quantize(x, fmt)
+    assert _same(kernels.fake_quantize(y.to(x.dtype), fmt).to(y.dtype), y)
+
+
+@pytest.mark.parametrize(
+    "fmt,x,once,twice",
+    [
+        ("hif8", [4107.0, 3.0], [4096.0, 3.015625], [4096.0, 3.0]),
+        ("hif4_paper", [1.0], [0.9375], [0.875]),
+    ],
+)
+def test_non_idempotent_counterexamples(fmt, x, once, twice):
+    y = kernels.fake_quantize(torch.tensor([x]), fmt)
+    assert y.float()[0].tolist() == once
+    assert kernels.fake_quantize(y.float(), fmt).float()[0].tolist() == twice

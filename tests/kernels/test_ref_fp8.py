@@ -22,8 +22,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 FORMATS = {
-    f"{prefix}{elem}{suffix}": functools.partial(quantize_fp8_tensor_ref, elem=elem,
-                                                 emulate="seed" if suffix else "exact")
+    f"{prefix}{elem}{suffix}": functools.partial(
+        quantize_fp8_tensor_ref, elem=elem, emulate="seed" if suffix else "exact"
+    )
     for elem in ("fp8_e4m3", "fp8_e5m2")
     for prefix in ("", "nv")  # nvfp8_* is the seed's name, an alias
     for suffix in ("", ":emulate=seed")
@@ -84,8 +85,9 @@ def test_example_21_seed_eps_vs_exact_scale():
     x = [1, 0.5, 0.3, -0.7, 0.001]
     # Seed: scale = 448/(1 + 2^-23) in double, rounded to float32 (448·(1 - 2^-23)), so
     # amax comes back as 1 + 2^-23 and every value is off by about one ulp.
-    assert_bits_equal(_q(x, emulate="seed"),
-                      torch.tensor([1 + 2**-23, 0.5 + 2**-24, 0.28571433, -0.71428579, 0.00097656262]))
+    assert_bits_equal(
+        _q(x, emulate="seed"), torch.tensor([1 + 2**-23, 0.5 + 2**-24, 0.28571433, -0.71428579, 0.00097656262])
+    )
     # Exact (= torchao tensorwise): scale = 448 exactly, so 1 and 0.5 are fixed points and
     # 0.3·448 = 134.4 -> 128, 0.7·448 = 313.6 -> 320, 0.001·448 = 0.448 -> 0.4375 (step 2^-6).
     assert_bits_equal(_q(x), torch.tensor([1, 0.5, 128 / 448, -320 / 448, 0.4375 / 448]))
@@ -159,8 +161,12 @@ def test_rejects_bad_arguments():
 def _sweep():
     """float32 values around every E4M3/E5M2 grid point: the points, the midpoints, one ulp
     either side of each midpoint, subnormals, and random values over the whole range."""
-    pts = torch.cat([torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float(),
-                     torch.arange(256, dtype=torch.uint8).view(torch.float8_e5m2).float()])
+    pts = torch.cat(
+        [
+            torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float(),
+            torch.arange(256, dtype=torch.uint8).view(torch.float8_e5m2).float(),
+        ]
+    )
     pts = pts[torch.isfinite(pts)].unique()
     mids = (pts[1:] + pts[:-1]) / 2  # exact in float32 (few significant bits)
     up = torch.nextafter(mids, torch.tensor(INF))
@@ -191,8 +197,10 @@ def test_round_to_grid_e2m1_and_ties_away():
     assert_bits_equal(round_to_grid(v, E2M1), want)
     assert_bits_equal(round_to_grid(-v, E2M1), -want)
     # Ties away: 0.25 -> 0.5, 1.25 -> 1.5, 2.5 -> 3, 5 -> 6 (RNE would give 0, 1, 2, 4).
-    assert_bits_equal(round_to_grid(torch.tensor([0.25, 1.25, 2.5, 5.0, -0.75]), E2M1, ties="away"),
-                      torch.tensor([0.5, 1.5, 3.0, 6.0, -1.0]))
+    assert_bits_equal(
+        round_to_grid(torch.tensor([0.25, 1.25, 2.5, 5.0, -0.75]), E2M1, ties="away"),
+        torch.tensor([0.5, 1.5, 3.0, 6.0, -1.0]),
+    )
 
 
 def test_pow2_floor_equals_exact_helpers():

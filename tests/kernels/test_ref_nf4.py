@@ -205,7 +205,7 @@ def test_bnb_special_values():
     # bucketize puts in the top bucket (code +1 -> +Inf) whatever the sign.
     for row, col in ((1, 5), (2, 7)):
         assert y[row, col] == INF
-        assert torch.isnan(torch.cat([y[row, :col], y[row, col + 1:]])).all()
+        assert torch.isnan(torch.cat([y[row, :col], y[row, col + 1 :]])).all()
     assert not torch.isnan(y[3]).any()
 
 

@@ -173,8 +173,11 @@ def test_zero_blocks_and_e2m1_fixed_points():
 # --------------------------------------------------------------------------- shapes, axes, dtypes
 
 
-@pytest.mark.parametrize("fn", [quantize_nvf4_ref, lambda x, **k: quantize_nvf4_ref(x, emulate="seed", **k),
-                                quantize_nvfp4_ref], ids=["nvf4", "nvf4-seed", "nvfp4"])
+@pytest.mark.parametrize(
+    "fn",
+    [quantize_nvf4_ref, lambda x, **k: quantize_nvf4_ref(x, emulate="seed", **k), quantize_nvfp4_ref],
+    ids=["nvf4", "nvf4-seed", "nvfp4"],
+)
 def test_axis_shapes_and_ragged_tail(fn):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, 37, 5, generator=g) * torch.logspace(-3, 3, 37)[None, :, None]
@@ -220,8 +223,10 @@ def test_input_unchanged_and_not_aliased(dtype):
     for f in (quantize_nvf4_ref, lambda t: quantize_nvf4_ref(t, emulate="seed"), quantize_nvfp4_ref):
         y = f(x)
         y.fill_(7)  # writing to the result must not reach x
-        assert torch.equal(x.view(torch.int16 if dtype != torch.float32 else torch.int32),
-                           before.view(torch.int16 if dtype != torch.float32 else torch.int32))
+        assert torch.equal(
+            x.view(torch.int16 if dtype != torch.float32 else torch.int32),
+            before.view(torch.int16 if dtype != torch.float32 else torch.int32),
+        )
 
 
 def test_rejects_bad_arguments():
