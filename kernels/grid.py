@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .formats import FormatSpec, parse
+from .reference.nf4 import NF4_CODE
 
 __all__ = ["MiniFloat", "MINIFLOATS", "element_values", "minifloat"]
 
@@ -59,26 +60,6 @@ MINIFLOATS: dict[str, MiniFloat] = {
         MiniFloat("fp4_e2m1", 2, 1, 0, 2, 6.0),
     )
 }
-
-# formats-mx.md §1.3: bitsandbytes' NF4 code book, exact float32 values.
-NF4_CODE: tuple[float, ...] = (
-    -1.0,
-    -0.6961928009986877,
-    -0.5250730514526367,
-    -0.39491748809814453,
-    -0.28444138169288635,
-    -0.18477343022823334,
-    -0.09105003625154495,
-    0.0,
-    0.07958029955625534,
-    0.16093020141124725,
-    0.24611230194568634,
-    0.33791524171829224,
-    0.44070982933044434,
-    0.5626170039176941,
-    0.7229568362236023,
-    1.0,
-)
 
 
 def qtype_minifloat(E: int, M: int) -> MiniFloat:

@@ -1,6 +1,7 @@
 """Every check of ``../shared/golden/CONTRACT.json``, through the public ``kernels.fake_quantize``.
 
-One test per (contract entry, golden case). Required entries must pass. The few
+One test per (contract entry, golden case, backend): the reference kernels and the default
+backend (``cpu-fast`` here) must both reproduce every tensor. Required entries must pass. The few
 non-required entries that fqtool deliberately does not reproduce are listed in
 ``KNOWN_DIFFERENT`` with the reason, as strict xfails: if one starts passing,
 the list is out of date and the run fails.
@@ -49,8 +50,9 @@ def _params():
 
 
 @needs_golden
+@pytest.mark.parametrize("backend", ["reference", "auto"])
 @pytest.mark.parametrize("index,path", _params())
-def test_contract(index, path):
+def test_contract(index, path, backend):
     entry = contract()[index]
     tensors, meta = load(path)
     case = path.stem
@@ -58,19 +60,21 @@ def test_contract(index, path):
     if not _applies(entry, case, first_input.dtype):
         pytest.skip("entry does not apply to this case/dtype")
     if "op" in entry:
+        if backend != "auto":
+            pytest.skip("operators pick their backend themselves")
         _check_op(entry, tensors, meta)
     else:
-        _check_format(entry, tensors, meta, case)
+        _check_format(entry, tensors, meta, case, backend)
 
 
-def _check_format(entry, tensors, meta, case):
+def _check_format(entry, tensors, meta, case, backend):
     x = tensors[entry.get("input", "input")]
     if "input_cast" in entry:
         x = x.to(DTYPES[entry["input_cast"]])
     before = x.clone()
     fmt = entry["format"].format(**meta)
     want = tensors[entry["against"]]
-    got = kernels.fake_quantize(x, fmt)
+    got = kernels.fake_quantize(x, fmt, backend=backend)
     assert torch.equal(
         x.view(torch.int16 if x.element_size() == 2 else torch.int32),
         before.view(torch.int16 if x.element_size() == 2 else torch.int32),

@@ -1,73 +1,19 @@
 """Reference casts (kernels/reference/cast.py): ``fp16``, ``bf16``, ``fp32`` (spec formats-mx.md §7).
 
-Golden contract entries of stems ``fp16``, ``bf16``, ``fp32``, the spec's
+Golden vectors: tests/kernels/test_contract.py. Here: ``fp16``, ``bf16``, ``fp32``, the spec's
 example 24 (§11.3), and the rounding, overflow, subnormal and dtype rules.
 """
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from golden import assert_bits_equal, case_files, contract, load, needs_golden
+from golden import assert_bits_equal
 
 from kernels.reference.cast import quantize_cast_ref
 
 NAN = float("nan")
 INF = float("inf")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-
-FORMATS = {
-    f"{name}{suffix}": functools.partial(quantize_cast_ref, dtype=name, emulate="seed" if suffix else "exact")
-    for name in ("fp16", "bf16", "fp32")
-    for suffix in ("", ":emulate=seed")
-}
-STEMS = ("fp16", "bf16", "fp32")
-
-
-# --------------------------------------------------------------------------- golden contract
-
-
-def _contract_params():
-    """One param per (contract entry of STEMS, case file whose input dtype the entry covers)."""
-    out = []
-    for entry in contract():
-        if entry.get("stem") not in STEMS:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            dtype = load(path)[0][entry.get("input", "input")].dtype
-            if entry["dtypes"] == "all" or DTYPE_NAMES[dtype] in entry["dtypes"]:
-                tag = "required" if entry["required"] else "optional"
-                label = f"{entry['stem']}/{path.stem}|{entry['format']}|{entry['against']}|{tag}"
-                out.append(pytest.param(entry, path, id=label))
-    return out
-
-
-@needs_golden
-def test_contract_entries_are_all_known():
-    entries = [e for e in contract() if e.get("stem") in STEMS]
-    assert {e["stem"] for e in entries} == set(STEMS)
-    assert {e["format"] for e in entries} <= set(FORMATS), "a contract format has no mapping in FORMATS"
-    assert all(len(case_files("mx", s)) >= 4 for s in STEMS)
-
-
-@needs_golden
-@pytest.mark.parametrize("entry,path", _contract_params())
-def test_golden_contract(entry, path):
-    tensors, _ = load(path)
-    x = tensors[entry.get("input", "input")]
-    if "input_cast" in entry:
-        x = x.to(DTYPES[entry["input_cast"]])
-    before = x.clone()
-    got = FORMATS[entry["format"]](x)
-    assert torch.equal(x.view(torch.uint8), before.view(torch.uint8)), "input was modified"
-    want = tensors[entry["against"]]
-    od = entry.get("output_dtype")
-    assert got.dtype == (x.dtype if od == "input" else DTYPES[od] if od else want.dtype)
-    assert_bits_equal(got, want, f"{entry['format']} on {path.stem} vs {entry['against']}")
-
 
 # --------------------------------------------------------------------------- rules
 

@@ -1,78 +1,21 @@
 """Reference per-tensor FP8 kernel and float-grid helpers (kernels/reference/fp8.py).
 
-Golden contract entries of stems ``fp8_e4m3_tensor`` / ``fp8_e5m2_tensor``, the
+Golden vectors: tests/kernels/test_contract.py. Here: ``fp8_e4m3_tensor`` / ``fp8_e5m2_tensor``, the
 spec's examples 21-23 (formats-mx.md §11.3), the special cases of §6, and the
 exact grid rounding checked against torch's own float8 casts.
 """
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from golden import assert_bits_equal, case_files, contract, load, needs_golden
+from golden import assert_bits_equal
 
 from kernels.reference._bits import exp2i, floor_log2
 from kernels.reference.fp8 import E2M1, E4M3, E5M2, div_by_const, pow2_floor, quantize_fp8_tensor_ref, round_to_grid
 
 NAN = float("nan")
 INF = float("inf")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-
-FORMATS = {
-    f"{prefix}{elem}{suffix}": functools.partial(
-        quantize_fp8_tensor_ref, elem=elem, emulate="seed" if suffix else "exact"
-    )
-    for elem in ("fp8_e4m3", "fp8_e5m2")
-    for prefix in ("", "nv")  # nvfp8_* is the seed's name, an alias
-    for suffix in ("", ":emulate=seed")
-}
-STEMS = ("fp8_e4m3_tensor", "fp8_e5m2_tensor")
-
-
-# --------------------------------------------------------------------------- golden contract
-
-
-def _contract_params():
-    """One param per (contract entry of STEMS, case file whose input dtype the entry covers)."""
-    out = []
-    for entry in contract():
-        if entry.get("stem") not in STEMS:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            dtype = load(path)[0][entry.get("input", "input")].dtype
-            if entry["dtypes"] == "all" or DTYPE_NAMES[dtype] in entry["dtypes"]:
-                tag = "required" if entry["required"] else "optional"
-                label = f"{entry['stem']}/{path.stem}|{entry['format']}|{entry['against']}|{tag}"
-                out.append(pytest.param(entry, path, id=label))
-    return out
-
-
-@needs_golden
-def test_contract_entries_are_all_known():
-    entries = [e for e in contract() if e.get("stem") in STEMS]
-    assert {e["stem"] for e in entries} == set(STEMS)
-    assert {e["format"] for e in entries} <= set(FORMATS), "a contract format has no mapping in FORMATS"
-    assert all(len(case_files("mx", s)) >= 4 for s in STEMS)
-
-
-@needs_golden
-@pytest.mark.parametrize("entry,path", _contract_params())
-def test_golden_contract(entry, path):
-    tensors, _ = load(path)
-    x = tensors[entry.get("input", "input")]
-    if "input_cast" in entry:
-        x = x.to(DTYPES[entry["input_cast"]])
-    before = x.clone()
-    got = FORMATS[entry["format"]](x)
-    assert torch.equal(x.view(torch.uint8), before.view(torch.uint8)), "input was modified"
-    want = tensors[entry["against"]]
-    od = entry.get("output_dtype")
-    assert got.dtype == (x.dtype if od == "input" else DTYPES[od] if od else want.dtype)
-    assert_bits_equal(got, want, f"{entry['format']} on {path.stem} vs {entry['against']}")
-
 
 # --------------------------------------------------------------------------- spec §11.3 examples 21-23
 

@@ -1,6 +1,6 @@
 """Reference NF4 kernels (kernels/reference/nf4.py): bitsandbytes ``nf4`` and the seed's ``nf4B{B}b{b}`` grid.
 
-Golden contract entries of stem ``nf4``, the spec's examples 19-20
+Golden vectors: tests/kernels/test_contract.py. Here: ``nf4``, the spec's examples 19-20
 (formats-mx.md §11.3), the code book of §1.3 (fixed points, midpoints) and the
 special values of §5.
 """
@@ -11,64 +11,13 @@ import struct
 
 import pytest
 import torch
-from golden import assert_bits_equal, case_files, contract, load, needs_golden
+from golden import assert_bits_equal
 
 from kernels.reference.nf4 import NF4_CODE, quantize_nf4_grid_ref, quantize_nf4_ref
 
 NAN = float("nan")
 INF = float("inf")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-
-FORMATS = {
-    "nf4": lambda x: quantize_nf4_ref(x),
-    "nf4B4b64": lambda x: quantize_nf4_grid_ref(x, outer=4, block=64),
-    "nf4B4b64:emulate=seed": lambda x: quantize_nf4_grid_ref(x, outer=4, block=64, emulate="seed"),
-}
-STEMS = ("nf4",)
 CODE = torch.tensor(NF4_CODE)
-
-
-# --------------------------------------------------------------------------- golden contract
-
-
-def _contract_params():
-    """One param per (contract entry of STEMS, case file whose input dtype the entry covers)."""
-    out = []
-    for entry in contract():
-        if entry.get("stem") not in STEMS:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            dtype = load(path)[0][entry.get("input", "input")].dtype
-            if entry["dtypes"] == "all" or DTYPE_NAMES[dtype] in entry["dtypes"]:
-                tag = "required" if entry["required"] else "optional"
-                out.append(pytest.param(entry, path, id=f"{path.stem}|{entry['format']}|{entry['against']}|{tag}"))
-    return out
-
-
-@needs_golden
-def test_contract_entries_are_all_known():
-    entries = [e for e in contract() if e.get("stem") in STEMS]
-    assert {e["stem"] for e in entries} == set(STEMS)
-    assert {e["format"] for e in entries} <= set(FORMATS), "a contract format has no mapping in FORMATS"
-    assert all(len(case_files("mx", s)) >= 4 for s in STEMS)
-
-
-@needs_golden
-@pytest.mark.parametrize("entry,path", _contract_params())
-def test_golden_contract(entry, path):
-    tensors, _ = load(path)
-    x = tensors[entry.get("input", "input")]
-    if "input_cast" in entry:
-        x = x.to(DTYPES[entry["input_cast"]])
-    before = x.clone()
-    got = FORMATS[entry["format"]](x)
-    assert torch.equal(x.view(torch.uint8), before.view(torch.uint8)), "input was modified"
-    want = tensors[entry["against"]]
-    od = entry.get("output_dtype")
-    assert got.dtype == (x.dtype if od == "input" else DTYPES[od] if od else want.dtype)
-    assert_bits_equal(got, want, f"{entry['format']} on {path.stem} vs {entry['against']}")
-
 
 # --------------------------------------------------------------------------- code book (§1.3)
 

@@ -1,6 +1,6 @@
 """Reference NVFP4 kernels (kernels/reference/nvfp.py): seed one-level ``nvf4`` and NVIDIA two-level ``nvfp4``.
 
-Golden contract entries of stem ``nvfp4``, the spec's examples 14-18
+Golden vectors: tests/kernels/test_contract.py. Here: ``nvfp4``, the spec's examples 14-18
 (formats-mx.md §11.3), and the blocking, dtype and special-value rules of §4.
 """
 
@@ -8,63 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from golden import assert_bits_equal, case_files, contract, load, needs_golden
+from golden import assert_bits_equal
 
 from kernels.reference.nvfp import quantize_nvf4_ref, quantize_nvfp4_ref, to_blocks
 
 NAN = float("nan")
 INF = float("inf")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-
-FORMATS = {
-    "nvf4": lambda x: quantize_nvf4_ref(x),
-    "nvf4:emulate=seed": lambda x: quantize_nvf4_ref(x, emulate="seed"),
-    "nvfp4": lambda x: quantize_nvfp4_ref(x),
-}
-STEMS = ("nvfp4",)
-
-
-# --------------------------------------------------------------------------- golden contract
-
-
-def _contract_params():
-    """One param per (contract entry of STEMS, case file whose input dtype the entry covers)."""
-    out = []
-    for entry in contract():
-        if entry.get("stem") not in STEMS:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            dtype = load(path)[0][entry.get("input", "input")].dtype
-            if entry["dtypes"] == "all" or DTYPE_NAMES[dtype] in entry["dtypes"]:
-                tag = "required" if entry["required"] else "optional"
-                out.append(pytest.param(entry, path, id=f"{path.stem}|{entry['format']}|{entry['against']}|{tag}"))
-    return out
-
-
-@needs_golden
-def test_contract_entries_are_all_known():
-    entries = [e for e in contract() if e.get("stem") in STEMS]
-    assert {e["stem"] for e in entries} == set(STEMS)
-    assert {e["format"] for e in entries} <= set(FORMATS), "a contract format has no mapping in FORMATS"
-    assert all(len(case_files("mx", s)) >= 4 for s in STEMS)
-
-
-@needs_golden
-@pytest.mark.parametrize("entry,path", _contract_params())
-def test_golden_contract(entry, path):
-    tensors, _ = load(path)
-    x = tensors[entry.get("input", "input")]
-    if "input_cast" in entry:
-        x = x.to(DTYPES[entry["input_cast"]])
-    before = x.clone()
-    got = FORMATS[entry["format"]](x)
-    assert torch.equal(x.view(torch.uint8), before.view(torch.uint8)), "input was modified"
-    want = tensors[entry["against"]]
-    od = entry.get("output_dtype")
-    assert got.dtype == (x.dtype if od == "input" else DTYPES[od] if od else want.dtype)
-    assert_bits_equal(got, want, f"{entry['format']} on {path.stem} vs {entry['against']}")
-
 
 # --------------------------------------------------------------------------- spec §11.3 examples 14-18
 
