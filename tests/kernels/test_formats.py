@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from golden import GOLDEN, contract, needs_golden
+from golden import contract, needs_golden
 
 import kernels
 from kernels.formats import FAMILIES, FormatError, parse
@@ -145,7 +145,3 @@ def test_list_formats_covers_the_issue_names():
     ]:
         assert n in names, n
     json.dumps([str(s) for s in kernels.list_formats()])  # names are plain strings
-
-
-def test_golden_dir_constant_points_somewhere_sensible():
-    assert GOLDEN.name == "golden"

@@ -122,8 +122,14 @@ def _sweep():
 
 def test_round_to_grid_matches_torch_float8_casts():
     v = _sweep()
-    # torch's CPU float8_e4m3fn cast is RNE and saturates finite overflow and ±Inf at 448 (§6).
-    assert_bits_equal(round_to_grid(v, E4M3), v.to(torch.float8_e4m3fn).float(), "e4m3")
+    # torch's float8_e4m3fn cast is RNE. What it does from 464 up (where RNE would reach the NaN
+    # code 480) depends on the torch version: 2.13 saturates at 448, 2.11 gives NaN. So the cast
+    # is the reference below 464, and saturation is checked on literal values.
+    fin4 = v[v.abs() < 464]
+    assert_bits_equal(round_to_grid(fin4, E4M3), fin4.to(torch.float8_e4m3fn).float(), "e4m3")
+    assert_bits_equal(
+        round_to_grid(torch.tensor([464.0, 1e30, INF, -500.0]), E4M3), torch.tensor([448.0, 448, 448, -448])
+    )
     # The e5m2 cast overflows to Inf at 61440 and above, where round_to_grid saturates.
     fin = v[v.abs() < 61440]
     assert_bits_equal(round_to_grid(fin, E5M2), fin.to(torch.float8_e5m2).float(), "e5m2")
