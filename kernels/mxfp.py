@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from . import fake_quantize
+from . import _StraightThrough, fake_quantize
 from .formats import FormatSpec, parse
 
 __all__ = ["_quantize_mx", "mxfp_matmul", "mxfp_baddbmm", "quant_dequant_qkv", "quant_dequant_tensor"]
@@ -35,16 +35,6 @@ def _single_axis(axes) -> int | None:
     if isinstance(axes, (list, tuple)) and len(axes) == 1 and isinstance(axes[0], int):
         return axes[0]
     return None
-
-
-class _STE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, fn):
-        return fn(x.detach())
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
 
 
 def _quantize_mx(
@@ -107,7 +97,7 @@ def _quantize_mx(
         )
 
     if A.requires_grad and torch.is_grad_enabled():
-        return _STE.apply(A, run)
+        return _StraightThrough.apply(A, run)
     with torch.no_grad():
         return run(A)
 
