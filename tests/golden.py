@@ -59,3 +59,20 @@ def assert_bits_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = 
         idx = (a != e).nonzero().flatten()[:5].tolist()
         detail = ", ".join(f"[{i}] got {a[i].item()!r} want {e[i].item()!r}" for i in idx)
         raise AssertionError(f"{what}: {n} of {a.numel()} elements differ: {detail}")
+
+
+def int_view(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bits as a same-width integer tensor (for 'input unchanged' checks)."""
+    return t.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def block_of(values, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One block of ``n`` elements: ``values`` (rounded to float32 once), then zeros, in ``dtype``."""
+    x = torch.zeros(n, dtype=torch.float32)
+    x[: len(values)] = torch.tensor(values, dtype=torch.float64).to(torch.float32)
+    return x.to(dtype)
+
+
+def assert_leading(got: torch.Tensor, want, what: str = "") -> None:
+    """Bitwise on values (NaN == NaN, ±0 equal) against the leading ``len(want)`` entries of ``got``."""
+    assert_bits_equal(got[: len(want)].to(torch.float64), torch.tensor(want, dtype=torch.float64), what)

@@ -10,7 +10,7 @@ pass; anything that makes or reads a ``bool`` tensor (comparisons, ``where``,
 ``masked_fill``, ``isnan``) costs 4-60x more, as do ``trunc``, ``log2``,
 ``bucketize`` and float8 casts. So fast kernels decide with arithmetic and bits:
 exponents from ``view(int32) >> 23``, powers of two built from bits, ties-away
-rounding as ``floor(2a) - floor(a)``, NaN carried by arithmetic instead of masks.
+rounding as ``floor(a + (0.5 - 2^-25))`` (``_ops.round_half_away_``), NaN carried by arithmetic instead of masks.
 
 Every kernel here must equal its reference kernel bit for bit on every input
 (``tests/kernels/test_fast.py`` checks random and corner-case tensors).

@@ -87,7 +87,7 @@ def unit_scale_input(fmt: str, values: list[float]) -> torch.Tensor:
     raise AssertionError(fmt)
 
 
-# (format, tie rule at unit scale, values to test: None = every code)
+# Formats whose every element code is checked as a fixed point at unit scale.
 FIXED_POINT_FORMATS = [
     "mxfp8_e4m3",
     "mxfp8_e5m2",

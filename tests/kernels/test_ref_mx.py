@@ -16,7 +16,9 @@ import math
 
 import pytest
 import torch
-from golden import assert_bits_equal, case_files, load, needs_golden
+from golden import assert_bits_equal, block_of, case_files, load, needs_golden
+from golden import assert_leading as check
+from golden import int_view as _bits
 
 from kernels.reference.mx import MX_ELEMENTS, SQRT2_UP, f32_ceil, quantize_mx_ref, resolve_mx_element
 
@@ -25,8 +27,9 @@ FLT_MAX = torch.finfo(F32).max
 INF, NAN = math.inf, math.nan
 
 
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+def block(values, dtype=F32, n=32) -> torch.Tensor:
+    """One block of ``n`` (the §11.2 convention: the given values, then zeros)."""
+    return block_of(values, n, dtype)
 
 
 def run(x: torch.Tensor, **kw) -> torch.Tensor:
@@ -36,19 +39,6 @@ def run(x: torch.Tensor, **kw) -> torch.Tensor:
     assert torch.equal(_bits(x), _bits(before)), "input was modified"
     assert y.shape == x.shape and y.dtype == x.dtype
     return y
-
-
-def block(values, dtype=F32, n=32) -> torch.Tensor:
-    """One block of ``n``: the given values, then zeros (the §11.2 convention)."""
-    x = torch.zeros(n, dtype=F32)
-    x[: len(values)] = torch.tensor(values, dtype=torch.float64).to(F32)
-    return x.to(dtype)
-
-
-def check(got: torch.Tensor, want, what: str = "") -> None:
-    """Bitwise on values (NaN == NaN, ±0 equal) against the leading entries of a block."""
-    want_t = torch.tensor(want, dtype=torch.float64)
-    assert_bits_equal(got[: len(want)].to(torch.float64), want_t, what)
 
 
 # --------------------------------------------------------------------------- golden files

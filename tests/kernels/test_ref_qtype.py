@@ -14,12 +14,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 
 import pytest
 import torch
-from golden import assert_bits_equal, case_files, load, needs_golden
+from golden import assert_bits_equal, block_of, case_files, load, needs_golden
+from golden import assert_leading as check
+from golden import int_view as _bits
 
+import kernels
 from kernels.reference.qtype import qtype_fields, quantize_qtype_ref
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
@@ -27,47 +29,25 @@ FLT_MAX = torch.finfo(F32).max
 INF, NAN = math.inf, math.nan
 
 
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+def block(values, dtype=F32, n=32) -> torch.Tensor:
+    """One block of ``n`` (the §11.2 convention: the given values, then zeros)."""
+    return block_of(values, n, dtype)
 
 
 def parse(desc: str) -> dict:
-    """Keyword arguments for a generic QType string (the OPS grammar of §3.2)."""
-    m = re.fullmatch(r"e(\d+)m(\d+)(?:K(\d+))?k(\d+)(?:B(\d+))?b(\d+)([cC]?)(?:off(\d+))?", desc)
-    assert m, desc
-    E, M, K, k, B, b, c, off = m.groups()
-    return {
-        "exp_bits": int(E),
-        "man_bits": int(M),
-        "k_outer_bits": int(K or 0),
-        "k_bits": int(k),
-        "blk_outer_size": int(B or 1),
-        "blk_size": int(b),
-        "carry": bool(c),
-        "off": None if off is None else int(off),
-    }
-
-
-ALIASES = {"mxfp4": "e2m1k8b32c", "mxfp8e4m3": "e4m3k8b32c", "mxfp8e5m2": "e5m2k8b32c", "mxfp6e3m2": "e3m2k8b32c"}
+    """Keyword arguments of ``quantize_qtype_ref`` for a QType string, read from fqtool's parser."""
+    spec = kernels.parse(desc)
+    keys = ("exp_bits", "man_bits", "k_outer_bits", "k_bits", "blk_outer_size", "blk_size", "carry", "off")
+    return dict(zip(keys, (spec[k] for k in ("E", "M", "K", "k", "B", "b", "carry", "off")), strict=True))
 
 
 def run(x: torch.Tensor, desc: str, **kw) -> torch.Tensor:
     """quantize_qtype_ref for a QType string, asserting the input is unchanged and shape/dtype kept."""
     before = x.clone()
-    y = quantize_qtype_ref(x, **parse(ALIASES.get(desc, desc)), **kw)
+    y = quantize_qtype_ref(x, **parse(desc), **kw)
     assert torch.equal(_bits(x), _bits(before)), "input was modified"
     assert y.shape == x.shape and y.dtype == x.dtype
     return y
-
-
-def block(values, dtype=F32, n=32) -> torch.Tensor:
-    x = torch.zeros(n, dtype=F32)
-    x[: len(values)] = torch.tensor(values, dtype=torch.float64).to(F32)
-    return x.to(dtype)
-
-
-def check(got: torch.Tensor, want, what: str = "") -> None:
-    assert_bits_equal(got[: len(want)].to(torch.float64), torch.tensor(want, dtype=torch.float64), what)
 
 
 # --------------------------------------------------------------------------- golden files
@@ -138,7 +118,7 @@ def test_golden(path, name, desc, axis, opts, cast):
 @pytest.mark.parametrize("stem", sorted(QTYPE_STEMS))
 def test_qtype_fields_match_golden_metadata(stem):
     desc, _ = QTYPE_STEMS[stem]
-    f = qtype_fields(**parse(ALIASES.get(desc, desc)))
+    f = qtype_fields(**parse(desc))
     paths = case_files("mx", stem)
     assert paths
     for path in paths:
@@ -346,7 +326,7 @@ def test_ragged_tail_and_1d(emulate):
 def test_half_inputs_keep_dtype_and_round_the_float32_result(dtype, desc):
     x = _randn(8, 64).to(dtype)
     got = run(x, desc)
-    assert_bits_equal(got, quantize_qtype_ref(x.float(), **parse(ALIASES.get(desc, desc))).to(dtype), f"{desc}")
+    assert_bits_equal(got, quantize_qtype_ref(x.float(), **parse(desc)).to(dtype), f"{desc}")
 
 
 def test_rejects_bad_arguments():
