@@ -31,7 +31,7 @@ import torch
 
 from .formats import FormatSpec
 
-__all__ = ["fake_quantize_chunked", "layout", "CHUNK_ELEMS"]
+__all__ = ["fake_quantize_chunked", "layout", "split", "map_pieces", "CHUNK_ELEMS"]
 
 #: Elements per piece: ~1 MB of float32, leaving room for the temporaries in a 2 MB L2.
 CHUNK_ELEMS = 1 << 18
@@ -121,26 +121,44 @@ def fake_quantize_chunked(
             kind = "axis" if unit else "elementwise"
     if x.numel() < MIN_SPLIT_ELEMS or kind == "tensor":
         return ref(x, spec, generator)
+    v, s1, idx = split(x, spec, kind, unit)
+    return _run(v, s1, idx, ref, generator).view(x.shape)
+
+
+def split(
+    x: torch.Tensor, spec: FormatSpec, kind: str, unit: int | None, elems: int | None = None
+) -> tuple[torch.Tensor, FormatSpec, list[tuple[slice, ...]]]:
+    """Cut ``x`` into pieces of about ``elems`` elements, each a set of whole scaling units.
+
+    ``kind``/``unit`` as :func:`layout` gives them, with ``"tensor"`` already resolved to
+    ``"elementwise"`` or ``"axis"`` (the per-tensor amax known). Returns a view ``v`` of x,
+    the spec to run on ``v``'s pieces and their indices: piece i is ``v[idx[i]]``.
+    """
+    elems = elems or CHUNK_ELEMS  # read at call time: tests shrink CHUNK_ELEMS
     if kind == "elementwise":
         flat = x.reshape(-1)
-        return _run(flat, spec, [(s,) for s in _ranges(flat.numel(), CHUNK_ELEMS)], ref, generator).view(x.shape)
-
+        return flat, spec, [(s,) for s in _ranges(flat.numel(), elems)]
     axis = spec["axis"] % x.dim()
     n_axis, outer = x.shape[axis], math.prod(x.shape[:axis])
     inner = math.prod(x.shape[axis + 1 :])
     v = x.reshape(outer, n_axis, inner)  # [outer, axis, inner]: a view when x is contiguous
     s1 = spec.replace(axis=1)
-    if inner == 1 and n_axis > CHUNK_ELEMS and unit:
+    if inner == 1 and n_axis > elems and unit:
         # Long rows: cut each row at unit boundaries (the ragged tail stays in the last piece).
-        per = CHUNK_ELEMS // unit * unit or unit
+        per = elems // unit * unit or unit
         idx = [(slice(r, r + 1), s, slice(None)) for r in range(outer) for s in _ranges(n_axis, per)]
     elif outer >= inner:
-        rows = max(1, CHUNK_ELEMS // (n_axis * inner))
+        rows = max(1, elems // (n_axis * inner))
         idx = [(s,) for s in _ranges(outer, rows)]
     else:
-        cols = max(1, CHUNK_ELEMS // (n_axis * outer))
+        cols = max(1, elems // (n_axis * outer))
         idx = [(slice(None), slice(None), s) for s in _ranges(inner, cols)]
-    return _run(v, s1, idx, ref, generator).view(x.shape)
+    return v, s1, idx
+
+
+def map_pieces(fn, idx: list[tuple[slice, ...]]) -> list:
+    """``[fn(i) for i in idx]``, computed in the worker pool, in order."""
+    return list(_get_pool().map(fn, idx))
 
 
 def _amax(x: torch.Tensor) -> torch.Tensor:
