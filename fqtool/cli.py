@@ -1,16 +1,235 @@
-"""The ``fqtool`` command line (Typer)."""
+"""The ``fqtool`` command line (Typer): one short function per command; numbers come from
+``fqtool.analysis`` and are shown by ``fqtool.render``. Exit codes: 0 ok, 1 a --min-snr /
+--max-mse gate was violated, 2 bad usage or input (one line on stderr; the traceback only with
+FQTOOL_DEBUG=1)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
-from rich.table import Table
 
 import kernels
 
+from . import analysis, describe, render
+from .errors import EXIT_ERROR, EXIT_VIOLATION, FqtoolError, UsageError
+from .metrics import METRICS
+from .samples import sample_dir
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Quantization-error analysis for low-precision formats."
+    add_completion=False,
+    no_args_is_help=True,
+    help="Quantization-error analysis for low-precision formats (MXFP8/6/4, HiFloat8/4, NVFP4, NF4, FP8, ...).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
+
+_METRIC_HELP = (
+    "Metrics (x input, q fake-quantized, d = q - x; sums over elements where x and q are finite):\n\n"
+    + "\n\n".join(f"{m.name}: {m.formula}" for m in METRICS.values())
+)
+
+# Options shared by analyze and compare: declared once.
+Include = Annotated[
+    list[str] | None,
+    typer.Option("--include", "-i", help="Only tensors whose name matches this glob (repeatable, or a,b,c)."),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", "-x", help="Skip tensors whose name matches this glob (repeatable, or a,b,c)."),
+]
+Device = Annotated[
+    str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N, npu or auto (cuda, else npu, else cpu).")
+]
+OutputFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--output-format",
+        "-o",
+        help="table, json, csv or markdown [default: table; with --output, from its suffix].",
+    ),
+]
+Output = Annotated[
+    Path | None, typer.Option("--output", help="Write the result to this file (atomically) instead of stdout.")
+]
+Top = Annotated[int | None, typer.Option("--top", min=1, help="Show only the N worst tensors (lowest SQNR).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
+MinSnr = Annotated[
+    float | None,
+    typer.Option("--min-snr", help="CI gate: exit 1 when any tensor x format has SQNR below this (dB)."),
+]
+MaxMse = Annotated[
+    float | None, typer.Option("--max-mse", help="CI gate: exit 1 when any tensor x format has MSE above this.")
+]
+Backend = Annotated[
+    str, typer.Option("--backend", help="Kernel backend: auto, reference, cpu-fast, compile (see `fqtool env`).")
+]
+
+_SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
+
+
+def _errors_to_exit_codes(fn):
+    """Map FqtoolError (and anything unexpected) to one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except FqtoolError as e:
+            if os.environ.get("FQTOOL_DEBUG"):
+                raise
+            _err(f"fqtool: error: {e}")
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            _err("fqtool: interrupted")
+            raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - an internal error still gets one line and exit 2
+            if os.environ.get("FQTOOL_DEBUG"):
+                raise
+            _err(f"fqtool: internal error: {type(e).__name__}: {e} (run with FQTOOL_DEBUG=1 for the traceback)")
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeatable options that also take comma-separated lists."""
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def _output_format(output_format: str | None, output: Path | None) -> str:
+    if output_format is None:
+        return _SUFFIX_FORMATS.get(output.suffix.lower(), "table") if output else "table"
+    fmt = output_format.strip().lower()
+    if fmt not in render.FORMATS:
+        raise UsageError(f"--output-format {output_format!r}: use one of {', '.join(render.FORMATS)}")
+    return fmt
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        try:
+            render.write_atomic(output, text)
+        except OSError as e:
+            raise UsageError(f"--output {output}: cannot write it ({e.strerror or e}); nothing was written") from e
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+class _ProgressOnStderr:
+    """A rich progress bar on stderr (tensors, bytes, rate, ETA), shown only on a terminal and
+    only once a run has taken longer than ``delay_s``: short runs print nothing."""
+
+    def __init__(self, enabled: bool, delay_s: float = 1.0):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.delay_s = delay_s
+        self.t0 = time.perf_counter()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int, bytes_done: int, bytes_total: int, name: str) -> None:
+        if not self.enabled or done >= total:
+            self.close()
+            return
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < self.delay_s:
+                return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("", total=bytes_total)
+        self.bar.update(self.task, completed=bytes_done, description=f"tensor {done + 1}/{total} {name[-40:]}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _run_analysis(
+    command: str,
+    paths: list[str],
+    formats: list[str],
+    *,
+    view: str,
+    metric: str,
+    include,
+    exclude,
+    device: str,
+    output_format: str | None,
+    output: Path | None,
+    top: int | None,
+    quiet: bool,
+    min_snr: float | None,
+    max_mse: float | None,
+    backend: str,
+) -> None:
+    fmt = _output_format(output_format, output)
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+    progress = _ProgressOnStderr(enabled=not quiet)
+    try:
+        result = analysis.run(
+            command,
+            paths,
+            formats,
+            device=device,
+            include=_split(include),
+            exclude=_split(exclude),
+            min_snr=min_snr,
+            max_mse=max_mse,
+            backend=backend,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    shown = analysis.worst_tensors(result, top) if top else result
+    plain = output is not None or not _stdout_is_terminal()
+    width = None if plain else shutil.get_terminal_size().columns
+    _emit(render.render(shown, fmt, view=view, metric=metric, plain=plain, width=width), output)
+    if not quiet:
+        _err(render.summary_line(result))
+    if result.violations:
+        _err(render.violations_text(result))
+        raise typer.Exit(EXIT_VIOLATION)
 
 
 @app.callback()
@@ -18,16 +237,113 @@ def _root() -> None:
     """Quantization-error analysis for low-precision formats."""
 
 
+@app.command(help="One row per tensor x format: how much error each format introduces.\n\n" + _METRIC_HELP)
+@_errors_to_exit_codes
+def analyze(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files or directories: .safetensors (or a sharded *.safetensors.index.json), .pt/.pth/.bin, .npy."
+        ),
+    ],
+    format: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="A format (repeatable, or a,b,c); `fqtool formats` lists them."),
+    ] = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    device: Device = "auto",
+    output_format: OutputFormat = None,
+    output: Output = None,
+    top: Top = None,
+    quiet: Quiet = False,
+    min_snr: MinSnr = None,
+    max_mse: MaxMse = None,
+    backend: Backend = "auto",
+) -> None:
+    formats = _split(format)
+    if not formats:
+        raise UsageError("give at least one --format (e.g. --format mxfp8_e4m3); `fqtool formats` lists them")
+    _run_analysis(
+        "analyze", paths, formats, view="analyze", metric="sqnr_db", include=include, exclude=exclude,
+        device=device, output_format=output_format, output=output, top=top, quiet=quiet, min_snr=min_snr,
+        max_mse=max_mse, backend=backend,
+    )  # fmt: skip
+
+
+DEFAULT_COMPARE = "mxfp8_e4m3,mxfp6_e2m3,mxfp4_e2m1,nvfp4,nf4,hif8,hifx4_v12"
+
+
+@app.command(
+    help="The formats side by side for each tensor and in aggregate, ranked by SQNR. "
+    "With no PATH it runs on the bundled sample tensors.\n\n" + _METRIC_HELP
+)
+@_errors_to_exit_codes
+def compare(
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files or directories (as for analyze); default: the sample tensors.")
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("--formats", "-F", help="Comma-separated formats to compare.")
+    ] = DEFAULT_COMPARE,
+    metric: Annotated[str, typer.Option("--metric", "-m", help="The metric in the per-tensor grid.")] = "sqnr_db",
+    include: Include = None,
+    exclude: Exclude = None,
+    device: Device = "auto",
+    output_format: OutputFormat = None,
+    output: Output = None,
+    top: Top = None,
+    quiet: Quiet = False,
+    min_snr: MinSnr = None,
+    max_mse: MaxMse = None,
+    backend: Backend = "auto",
+) -> None:
+    _run_analysis(
+        "compare", list(paths or [str(sample_dir())]), _split([formats]), view="compare", metric=metric,
+        include=include, exclude=exclude, device=device, output_format=output_format, output=output, top=top,
+        quiet=quiet, min_snr=min_snr, max_mse=max_mse, backend=backend,
+    )  # fmt: skip
+
+
 @app.command()
-def formats() -> None:
+@_errors_to_exit_codes
+def formats(output_format: OutputFormat = None, output: Output = None) -> None:
     """List every format with its resolved rules and bits per value."""
-    table = Table("format", "element", "block", "axis", "scale", "rounding", "bits/value")
-    table.columns[0].no_wrap = True
-    for spec in kernels.list_formats():
-        r = spec.rules()
-        table.add_row(str(spec), r.element, r.block, r.axis, r.scale, r.rounding, f"{r.bits_per_value:.4g}")
-    Console().print(table)
+    fmt = _output_format(output_format, output)
+    plain = output is not None or not _stdout_is_terminal()
+    _emit(describe.render_records(describe.format_records(), fmt, title="formats", plain=plain), output)
+
+
+@app.command()
+@_errors_to_exit_codes
+def explain(
+    format: Annotated[str, typer.Argument(help="A format string, e.g. mxfp4_e2m1 or mxfp8_e4m3:block=16.")],
+    output_format: Annotated[str, typer.Option("--output-format", "-o", help="text or json.")] = "text",
+) -> None:
+    """A format's rules, options, element constants and representable values."""
+    try:
+        doc = describe.explain(format)
+    except kernels.FormatError as e:  # an unknown name or bad option, with close matches
+        raise UsageError(f"format {format!r}: {e}") from e
+    if output_format == "json":
+        import json
+
+        _emit(json.dumps(doc, indent=2) + "\n", None)
+    elif output_format == "text":
+        _emit(describe.explain_text(doc), None)
+    else:
+        raise UsageError(f"--output-format {output_format!r}: use text or json")
+
+
+@app.command()
+@_errors_to_exit_codes
+def env(output_format: OutputFormat = None) -> None:
+    """Versions, devices and the kernel backends usable here."""
+    fmt = _output_format(output_format, None)
+    _emit(
+        describe.render_records(describe.env_records(), fmt, title="environment", plain=not _stdout_is_terminal()), None
+    )
 
 
 def main() -> None:
-    app()
+    app(prog_name="fqtool")

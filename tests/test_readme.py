@@ -23,13 +23,38 @@ def test_quick_start_has_the_two_commands():
 
 
 def test_main_job_command_runs():
-    main_job = _quick_start_blocks()[0].removeprefix("pip install -e . && ")
-    main_job = main_job.replace("python -c", f"{sys.executable} -c", 1)
-    r = subprocess.run(["bash", "-c", main_job], cwd=REPO, capture_output=True, text=True, timeout=300)
+    main_job = _quick_start_blocks()[0].removeprefix("pip install -e . && ").strip()
+    assert main_job.startswith("fqtool compare ")
+    args = main_job.split()[1:]
+    r = subprocess.run([sys.executable, "-m", "fqtool", *args], cwd="/", capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == 3 * 6  # three tensors x six formats
-    assert all("SQNR" in line and "dB" in line for line in lines)
+    formats = args[args.index("--formats") + 1].split(",")
+    for f in formats:
+        assert f in r.stdout
+    assert "rank" in r.stdout  # the aggregate ranking follows the per-tensor grid
+    assert "tensors" in r.stderr  # the summary line
+
+
+def test_usage_examples_parse():
+    """Every `fqtool ...` example line in "Using fqtool" names a real command and real formats."""
+    import kernels
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Using fqtool", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        assert words[0] == "fqtool" and words[1] in {"analyze", "compare", "formats", "explain", "env"}, line
+        for flag in ("-f", "--formats"):
+            if flag in words:
+                for f in words[words.index(flag) + 1].split(","):
+                    kernels.parse(f)
+
+
+def test_readme_metric_table_is_the_code_s():
+    from fqtool.metrics import markdown_table
+
+    assert markdown_table() in (REPO / "README.md").read_text()
 
 
 def test_ci_runs_the_readme_test_command():
