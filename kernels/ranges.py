@@ -72,7 +72,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from .fast._ops import SCRATCH_KEEP_ELEMS, magnitudes
+from .fast._ops import SCRATCH_KEEP_ELEMS, magnitudes, on_device
 from .fast.mx import _block_scales
 from .formats import FormatSpec, parse
 from .reference._bits import F32, I32, exp2i, floor_log2, round_half_away, seed_log2_f32
@@ -147,7 +147,14 @@ def unit_bound(x: torch.Tensor, spec: FormatSpec | str, amax: torch.Tensor | Non
     """
     spec = parse(spec)
     if x.numel() == 0:
-        return None if spec.family == "nf4" else torch.zeros(x.shape, dtype=F32)
+        return None if spec.family == "nf4" else torch.zeros(x.shape, dtype=F32, device=x.device)
+    with on_device(x.device):
+        b = _unit_bound(x, spec, amax)
+    # Some rules build their constants on the CPU; the bound lives where x does.
+    return b if b is None or b.device == x.device else b.to(x.device)
+
+
+def _unit_bound(x: torch.Tensor, spec: FormatSpec, amax: torch.Tensor | None) -> torch.Tensor | None:
     fn = _FAMILIES[spec.family]
     with torch.no_grad():
         x = x.detach()

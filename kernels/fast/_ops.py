@@ -5,6 +5,7 @@ All take float32 tensors unless said otherwise and avoid bool tensors.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 
@@ -62,6 +63,9 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tens
     not change its shape or strides in place.
     """
     shape = tuple(shape)
+    device = getattr(_scratch, "device", None)
+    if device is not None:  # inside on_device(): a plain tensor there, nothing kept
+        return torch.empty(shape, dtype=dtype, device=device)
     bufs = _scratch.__dict__.setdefault("bufs", {})
     entry = bufs.get((name, dtype))
     if entry is not None and shape in entry[1]:
@@ -75,6 +79,21 @@ def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tens
     if len(entry[1]) < 8:  # a few shapes per name: pieces, tails, small tensors
         entry[1][shape] = view
     return view
+
+
+@contextlib.contextmanager
+def on_device(device: torch.device):
+    """Make :func:`scratch` hand out fresh tensors on ``device`` (for this thread), so helpers
+    written for CPU pieces also run on a GPU (``kernels.ranges`` reuses them there)."""
+    if torch.device(device).type == "cpu":
+        yield
+        return
+    before = getattr(_scratch, "device", None)
+    _scratch.device = torch.device(device)
+    try:
+        yield
+    finally:
+        _scratch.device = before
 
 
 def magnitudes(x: torch.Tensor, axis: int, unit: int) -> tuple[torch.Tensor, torch.Tensor]:

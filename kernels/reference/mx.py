@@ -398,8 +398,12 @@ def _exact_auto_offset(xb, amax, elem, scale_bits, minus_exp, dims):
     s1 = s0 - level
     nan1 = nan0 | (s1 > scale_emax)
     s1 = s1.clamp(-scale_emax, scale_emax)
-    err0 = _block_sum((xb - _exact_dequant(xb, s0, nan0, elem, "nearest", None)).square(), dims)
-    err1 = _block_sum((xb - _exact_dequant(xb, s1, nan1, elem, "nearest", None)).square(), dims)
+    # In float64: each squared difference of two float32 values is exact there, so the block
+    # sums no longer depend on the device's summation order (float32 sums flipped near-ties
+    # between CPU and CUDA).
+    x64 = xb.double()
+    err0 = _block_sum((x64 - _exact_dequant(xb, s0, nan0, elem, "nearest", None).double()).square(), dims)
+    err1 = _block_sum((x64 - _exact_dequant(xb, s1, nan1, elem, "nearest", None).double()).square(), dims)
     return torch.where(err1 < err0, level, 0).to(I32)
 
 

@@ -746,3 +746,24 @@ def test_spread_tricks(unit):
     got = ranges._spread(b, unit, x3, torch.Size((3, 7 * unit - 1)), bf16_exact=True)
     want = b.view(3, 7).repeat_interleave(unit, dim=1)[:, :-1]
     assert torch.allclose(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize(("fmt", "behaviour"), FORMATS, ids=_ids(FORMATS))
+def test_cuda_bound_equals_cpu_bound(fmt, behaviour, dtype):
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(96, 200, generator=g) * torch.rand(96, 200, generator=g).pow(-2)).to(dtype)
+    x[3, :40] = 0
+    cpu, gpu = unit_bound(x, fmt), unit_bound(x.cuda(), fmt)
+    if cpu is None:
+        assert gpu is None
+        return
+    assert gpu.device.type == "cuda" and gpu.shape == cpu.shape
+    gpu = gpu.cpu()
+    assert torch.equal(cpu.isnan(), gpu.isnan())
+    assert torch.equal(cpu.nan_to_num(0.0), gpu.nan_to_num(0.0))
