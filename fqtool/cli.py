@@ -32,45 +32,59 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# "\b" keeps click from re-wrapping the definition lines into one paragraph.
 _METRIC_HELP = (
-    "Metrics (x input, q fake-quantized, d = q - x; sums over elements where x and q are finite):\n\n"
-    + "\n\n".join(f"{m.name}: {m.formula}" for m in METRICS.values())
+    "Metrics (x input, q fake-quantized, d = q - x; sums over the elements where x and q are finite):\n\n\b\n"
+    + "\n".join(f"{m.name:13s} {m.formula}" for m in METRICS.values())
 )
 
 # Options shared by analyze and compare: declared once.
 Include = Annotated[
     list[str] | None,
-    typer.Option("--include", "-i", help="Only tensors whose name matches this glob (repeatable, or a,b,c)."),
+    typer.Option(
+        "--include", "-i", metavar="GLOB", help="Only tensors whose name matches this glob (repeatable, or a,b,c)."
+    ),
 ]
 Exclude = Annotated[
     list[str] | None,
-    typer.Option("--exclude", "-x", help="Skip tensors whose name matches this glob (repeatable, or a,b,c)."),
+    typer.Option(
+        "--exclude", "-x", metavar="GLOB", help="Skip tensors whose name matches this glob (repeatable, or a,b,c)."
+    ),
 ]
 Device = Annotated[
-    str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N, npu or auto (cuda, else npu, else cpu).")
+    str,
+    typer.Option("--device", "-d", metavar="DEVICE", help="cpu, cuda, cuda:N, npu or auto (cuda, else npu, else cpu)."),
 ]
 OutputFormat = Annotated[
     str | None,
     typer.Option(
         "--output-format",
         "-o",
+        metavar="FORMAT",
         help="table, json, csv or markdown [default: table; with --output, from its suffix].",
     ),
 ]
 Output = Annotated[
-    Path | None, typer.Option("--output", help="Write the result to this file (atomically) instead of stdout.")
+    Path | None,
+    typer.Option("--output", metavar="FILE", help="Write the result to this file (atomically) instead of stdout."),
 ]
-Top = Annotated[int | None, typer.Option("--top", min=1, help="Show only the N worst tensors (lowest SQNR).")]
+Top = Annotated[
+    int | None, typer.Option("--top", min=1, metavar="N", help="Show only the N worst tensors (lowest SQNR).")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
 MinSnr = Annotated[
     float | None,
-    typer.Option("--min-snr", help="CI gate: exit 1 when any tensor x format has SQNR below this (dB)."),
+    typer.Option("--min-snr", metavar="DB", help="CI gate: exit 1 when any tensor x format has SQNR below this (dB)."),
 ]
 MaxMse = Annotated[
-    float | None, typer.Option("--max-mse", help="CI gate: exit 1 when any tensor x format has MSE above this.")
+    float | None,
+    typer.Option("--max-mse", metavar="X", help="CI gate: exit 1 when any tensor x format has MSE above this."),
 ]
 Backend = Annotated[
-    str, typer.Option("--backend", help="Kernel backend: auto, reference, cpu-fast, compile (see `fqtool env`).")
+    str,
+    typer.Option(
+        "--backend", metavar="NAME", help="Kernel backend: auto, reference, cpu-fast, compile (see `fqtool env`)."
+    ),
 ]
 
 _SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
@@ -243,12 +257,15 @@ def analyze(
     paths: Annotated[
         list[str],
         typer.Argument(
-            help="Files or directories: .safetensors (or a sharded *.safetensors.index.json), .pt/.pth/.bin, .npy."
+            metavar="PATH",
+            help="Files or directories: .safetensors (or a sharded *.safetensors.index.json), .pt/.pth/.bin, .npy.",
         ),
     ],
     format: Annotated[
         list[str] | None,
-        typer.Option("--format", "-f", help="A format (repeatable, or a,b,c); `fqtool formats` lists them."),
+        typer.Option(
+            "--format", "-f", metavar="F", help="A format (repeatable, or a,b,c); `fqtool formats` lists them."
+        ),
     ] = None,
     include: Include = None,
     exclude: Exclude = None,
@@ -281,12 +298,15 @@ DEFAULT_COMPARE = "mxfp8_e4m3,mxfp6_e2m3,mxfp4_e2m1,nvfp4,nf4,hif8,hifx4_v12"
 @_errors_to_exit_codes
 def compare(
     paths: Annotated[
-        list[str] | None, typer.Argument(help="Files or directories (as for analyze); default: the sample tensors.")
+        list[str] | None,
+        typer.Argument(metavar="PATH", help="Files or directories (as for analyze); default: the sample tensors."),
     ] = None,
     formats: Annotated[
-        str, typer.Option("--formats", "-F", help="Comma-separated formats to compare.")
+        str, typer.Option("--formats", "-F", metavar="A,B,...", help="Comma-separated formats to compare.")
     ] = DEFAULT_COMPARE,
-    metric: Annotated[str, typer.Option("--metric", "-m", help="The metric in the per-tensor grid.")] = "sqnr_db",
+    metric: Annotated[
+        str, typer.Option("--metric", "-m", metavar="METRIC", help="The metric in the per-tensor grid.")
+    ] = "sqnr_db",
     include: Include = None,
     exclude: Exclude = None,
     device: Device = "auto",
@@ -317,8 +337,12 @@ def formats(output_format: OutputFormat = None, output: Output = None) -> None:
 @app.command()
 @_errors_to_exit_codes
 def explain(
-    format: Annotated[str, typer.Argument(help="A format string, e.g. mxfp4_e2m1 or mxfp8_e4m3:block=16.")],
-    output_format: Annotated[str, typer.Option("--output-format", "-o", help="text or json.")] = "text",
+    format: Annotated[
+        str, typer.Argument(metavar="FORMAT", help="A format string, e.g. mxfp4_e2m1 or mxfp8_e4m3:block=16.")
+    ],
+    output_format: Annotated[
+        str, typer.Option("--output-format", "-o", metavar="FORMAT", help="text or json.")
+    ] = "text",
 ) -> None:
     """A format's rules, options, element constants and representable values."""
     try:
