@@ -5,8 +5,6 @@ FQTOOL_DEBUG=1)."""
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
 import sys
 import time
@@ -19,8 +17,26 @@ from rich.console import Console
 import kernels
 
 from . import analysis, describe, render
-from .errors import EXIT_ERROR, EXIT_VIOLATION, FqtoolError, UsageError
+from .errors import EXIT_VIOLATION, UsageError
 from .metrics import METRICS
+from .options import (
+    Backend,
+    Device,
+    Exclude,
+    Include,
+    MaxMse,
+    MinSnr,
+    Output,
+    OutputFormat,
+    Quiet,
+    Top,
+    emit,
+    err,
+    handle_errors,
+    output_format_for,
+    split_list,
+    stdout_is_terminal,
+)
 from .samples import sample_dir
 
 app = typer.Typer(
@@ -37,119 +53,6 @@ _METRIC_HELP = (
     "Metrics (x input, q fake-quantized, d = q - x; sums over the elements where x and q are finite):\n\n\b\n"
     + "\n".join(f"{m.name:13s} {m.formula}" for m in METRICS.values())
 )
-
-# Options shared by analyze and compare: declared once.
-Include = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--include", "-i", metavar="GLOB", help="Only tensors whose name matches this glob (repeatable, or a,b,c)."
-    ),
-]
-Exclude = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--exclude", "-x", metavar="GLOB", help="Skip tensors whose name matches this glob (repeatable, or a,b,c)."
-    ),
-]
-Device = Annotated[
-    str,
-    typer.Option("--device", "-d", metavar="DEVICE", help="cpu, cuda, cuda:N, npu or auto (cuda, else npu, else cpu)."),
-]
-OutputFormat = Annotated[
-    str | None,
-    typer.Option(
-        "--output-format",
-        "-o",
-        metavar="FORMAT",
-        help="table, json, csv or markdown [default: table; with --output, from its suffix].",
-    ),
-]
-Output = Annotated[
-    Path | None,
-    typer.Option("--output", metavar="FILE", help="Write the result to this file (atomically) instead of stdout."),
-]
-Top = Annotated[
-    int | None, typer.Option("--top", min=1, metavar="N", help="Show only the N worst tensors (lowest SQNR).")
-]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
-MinSnr = Annotated[
-    float | None,
-    typer.Option("--min-snr", metavar="DB", help="CI gate: exit 1 when any tensor x format has SQNR below this (dB)."),
-]
-MaxMse = Annotated[
-    float | None,
-    typer.Option("--max-mse", metavar="X", help="CI gate: exit 1 when any tensor x format has MSE above this."),
-]
-Backend = Annotated[
-    str,
-    typer.Option(
-        "--backend", metavar="NAME", help="Kernel backend: auto, reference, cpu-fast, compile (see `fqtool env`)."
-    ),
-]
-
-_SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
-
-
-def _errors_to_exit_codes(fn):
-    """Map FqtoolError (and anything unexpected) to one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except FqtoolError as e:
-            if os.environ.get("FQTOOL_DEBUG"):
-                raise
-            _err(f"fqtool: error: {e}")
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            _err("fqtool: interrupted")
-            raise typer.Exit(130) from None
-        except Exception as e:  # noqa: BLE001 - an internal error still gets one line and exit 2
-            if os.environ.get("FQTOOL_DEBUG"):
-                raise
-            _err(f"fqtool: internal error: {type(e).__name__}: {e} (run with FQTOOL_DEBUG=1 for the traceback)")
-            raise typer.Exit(EXIT_ERROR) from None
-
-    return wrapper
-
-
-def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _split(values: list[str] | None) -> list[str]:
-    """Repeatable options that also take comma-separated lists."""
-    out: list[str] = []
-    for v in values or []:
-        out.extend(p.strip() for p in v.split(",") if p.strip())
-    return out
-
-
-def _output_format(output_format: str | None, output: Path | None) -> str:
-    if output_format is None:
-        return _SUFFIX_FORMATS.get(output.suffix.lower(), "table") if output else "table"
-    fmt = output_format.strip().lower()
-    if fmt not in render.FORMATS:
-        raise UsageError(f"--output-format {output_format!r}: use one of {', '.join(render.FORMATS)}")
-    return fmt
-
-
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        try:
-            render.write_atomic(output, text)
-        except OSError as e:
-            raise UsageError(f"--output {output}: cannot write it ({e.strerror or e}); nothing was written") from e
-
-
-def _stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
 
 
 class _ProgressOnStderr:
@@ -216,7 +119,7 @@ def _run_analysis(
     max_mse: float | None,
     backend: str,
 ) -> None:
-    fmt = _output_format(output_format, output)
+    fmt = output_format_for(output_format, output)
     if metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
     progress = _ProgressOnStderr(enabled=not quiet)
@@ -226,8 +129,8 @@ def _run_analysis(
             paths,
             formats,
             device=device,
-            include=_split(include),
-            exclude=_split(exclude),
+            include=split_list(include),
+            exclude=split_list(exclude),
             min_snr=min_snr,
             max_mse=max_mse,
             backend=backend,
@@ -236,13 +139,13 @@ def _run_analysis(
     finally:
         progress.close()
     shown = analysis.worst_tensors(result, top) if top else result
-    plain = output is not None or not _stdout_is_terminal()
+    plain = output is not None or not stdout_is_terminal()
     width = None if plain else shutil.get_terminal_size().columns
-    _emit(render.render(shown, fmt, view=view, metric=metric, plain=plain, width=width), output)
+    emit(render.render(shown, fmt, view=view, metric=metric, plain=plain, width=width), output)
     if not quiet:
-        _err(render.summary_line(result))
+        err(render.summary_line(result))
     if result.violations:
-        _err(render.violations_text(result))
+        err(render.violations_text(result))
         raise typer.Exit(EXIT_VIOLATION)
 
 
@@ -252,7 +155,7 @@ def _root() -> None:
 
 
 @app.command(help="One row per tensor x format: how much error each format introduces.\n\n" + _METRIC_HELP)
-@_errors_to_exit_codes
+@handle_errors
 def analyze(
     paths: Annotated[
         list[str],
@@ -278,7 +181,7 @@ def analyze(
     max_mse: MaxMse = None,
     backend: Backend = "auto",
 ) -> None:
-    formats = _split(format)
+    formats = split_list(format)
     if not formats:
         raise UsageError("give at least one --format (e.g. --format mxfp8_e4m3); `fqtool formats` lists them")
     _run_analysis(
@@ -295,7 +198,7 @@ DEFAULT_COMPARE = "mxfp8_e4m3,mxfp6_e2m3,mxfp4_e2m1,nvfp4,nf4,hif8,hifx4_v12"
     help="The formats side by side for each tensor and in aggregate, ranked by SQNR. "
     "With no PATH it runs on the bundled sample tensors.\n\n" + _METRIC_HELP
 )
-@_errors_to_exit_codes
+@handle_errors
 def compare(
     paths: Annotated[
         list[str] | None,
@@ -319,23 +222,23 @@ def compare(
     backend: Backend = "auto",
 ) -> None:
     _run_analysis(
-        "compare", list(paths or [str(sample_dir())]), _split([formats]), view="compare", metric=metric,
+        "compare", list(paths or [str(sample_dir())]), split_list([formats]), view="compare", metric=metric,
         include=include, exclude=exclude, device=device, output_format=output_format, output=output, top=top,
         quiet=quiet, min_snr=min_snr, max_mse=max_mse, backend=backend,
     )  # fmt: skip
 
 
 @app.command()
-@_errors_to_exit_codes
+@handle_errors
 def formats(output_format: OutputFormat = None, output: Output = None) -> None:
     """List every format with its resolved rules and bits per value."""
-    fmt = _output_format(output_format, output)
-    plain = output is not None or not _stdout_is_terminal()
-    _emit(describe.render_records(describe.format_records(), fmt, title="formats", plain=plain), output)
+    fmt = output_format_for(output_format, output)
+    plain = output is not None or not stdout_is_terminal()
+    emit(describe.render_records(describe.format_records(), fmt, title="formats", plain=plain), output)
 
 
 @app.command()
-@_errors_to_exit_codes
+@handle_errors
 def explain(
     format: Annotated[
         str, typer.Argument(metavar="FORMAT", help="A format string, e.g. mxfp4_e2m1 or mxfp8_e4m3:block=16.")
@@ -352,20 +255,20 @@ def explain(
     if output_format == "json":
         import json
 
-        _emit(json.dumps(doc, indent=2) + "\n", None)
+        emit(json.dumps(doc, indent=2) + "\n", None)
     elif output_format == "text":
-        _emit(describe.explain_text(doc), None)
+        emit(describe.explain_text(doc), None)
     else:
         raise UsageError(f"--output-format {output_format!r}: use text or json")
 
 
 @app.command()
-@_errors_to_exit_codes
+@handle_errors
 def env(output_format: OutputFormat = None) -> None:
     """Versions, devices and the kernel backends usable here."""
-    fmt = _output_format(output_format, None)
-    _emit(
-        describe.render_records(describe.env_records(), fmt, title="environment", plain=not _stdout_is_terminal()), None
+    fmt = output_format_for(output_format, None)
+    emit(
+        describe.render_records(describe.env_records(), fmt, title="environment", plain=not stdout_is_terminal()), None
     )
 
 
