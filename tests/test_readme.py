@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -60,3 +61,20 @@ def test_readme_metric_table_is_the_code_s():
 def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "python3 -m pip install -q -e '.[dev]' && python3 -m pytest -q" in ci
+
+
+def test_readme_documents_every_json_key():
+    from typer.testing import CliRunner
+
+    from fqtool.cli import app
+
+    r = CliRunner().invoke(
+        app, ["analyze", str(REPO / "sample_tensors" / "weights.safetensors"), "-f", "hif8", "-o", "json"]
+    )
+    doc = json.loads(r.stdout)
+    text = (REPO / "README.md").read_text()
+    section = text.split("### JSON output", 1)[1].split("\n## ", 1)[0]
+    for key in doc:
+        assert f"`{key}`" in section, key
+    for key in doc["tensors"][0]:
+        assert key in section, key
