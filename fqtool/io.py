@@ -333,8 +333,11 @@ def _safetensors_entries(file: Path) -> list[_Entry]:
     if not isinstance(header, dict):
         raise _error(file, "header is not a JSON object; the file is corrupt, re-download or re-save it")
     data_start, data_size = 8 + header_len, size - 8 - header_len
+    capture_meta = _capture_meta(header.get("__metadata__"))
     located = [
-        _safetensors_entry(file, name, info, data_start) for name, info in header.items() if name != "__metadata__"
+        _safetensors_entry(file, name, info, data_start, capture_meta.get(name, {}))
+        for name, info in header.items()
+        if name != "__metadata__"
     ]
     needed = max((end for _, end, _ in located), default=0)
     if needed > data_size:
@@ -345,7 +348,27 @@ def _safetensors_entries(file: Path) -> list[_Entry]:
     return [entry for _, _, entry in sorted(located, key=lambda x: (x[0], x[2].name))]
 
 
-def _safetensors_entry(file: Path, name: str, info: Any, data_start: int) -> tuple[int, int, _Entry]:
+def _capture_meta(metadata: Any) -> dict[str, dict[str, Any]]:
+    """Per-tensor fields of an ``fqtool.capture`` step file (module, kind, layer, iteration, ...), else {}."""
+    if not isinstance(metadata, dict) or metadata.get("format") != "fqtool.capture/1":
+        return {}
+    try:
+        fields = json.loads(metadata.get("tensors", "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(fields, dict):
+        return {}
+    # Only JSON-able scalars, as for seed dumps; None ("no layer index") is left out.
+    return {
+        name: {k: v for k, v in f.items() if isinstance(v, (str, int, float, bool))}
+        for name, f in fields.items()
+        if isinstance(f, dict)
+    }
+
+
+def _safetensors_entry(
+    file: Path, name: str, info: Any, data_start: int, meta: dict[str, Any]
+) -> tuple[int, int, _Entry]:
     """(begin, end, entry) of one header entry; begin/end are relative to the data block."""
     fields = info if isinstance(info, dict) else {}
     dtype_name, shape, offsets = fields.get("dtype"), fields.get("shape"), fields.get("data_offsets")
@@ -370,7 +393,7 @@ def _safetensors_entry(file: Path, name: str, info: Any, data_start: int) -> tup
             name,
         )
     reader = partial(_read_bytes_as, str(file), data_start + begin, dtype, shape)
-    return begin, end, _Entry(name, shape, dtype, reader, skip=_skip_reason(dtype))
+    return begin, end, _Entry(name, shape, dtype, reader, meta, skip=_skip_reason(dtype))
 
 
 def _read_bytes_as(file: str, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
