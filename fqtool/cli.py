@@ -16,7 +16,7 @@ from rich.console import Console
 
 import kernels
 
-from . import analysis, describe, render
+from . import analysis, batch, describe, lossplot, render, report
 from .errors import EXIT_VIOLATION, UsageError
 from .metrics import METRICS
 from .options import (
@@ -270,6 +270,11 @@ def env(output_format: OutputFormat = None) -> None:
     emit(
         describe.render_records(describe.env_records(), fmt, title="environment", plain=not stdout_is_terminal()), None
     )
+
+
+# Commands that live in their own modules: each module's register(app) adds them.
+for _module in (lossplot, report, batch):
+    _module.register(app)
 
 
 def main() -> None:

@@ -13,13 +13,14 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+from .errors import UsageError
 
-matplotlib.use("Agg")  # files only; never needs a display
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-from .errors import UsageError  # noqa: E402
+# matplotlib is imported on first use (0.6 s here), so commands that draw nothing start as fast.
 
 #: Suffix -> matplotlib format. PNG for screens and reports, PDF/SVG for papers.
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -45,7 +46,6 @@ _RC = {
     "grid.linewidth": 0.5,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
     "savefig.bbox": "tight",
     "savefig.pad_inches": 0.05,
 }
@@ -64,7 +64,10 @@ _PAPER_RC = {
 @contextmanager
 def style(paper: bool = False):
     """fqtool's rcParams for building (and saving) one figure."""
-    rc = dict(_RC, **(_PAPER_RC if paper else {}))
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    rc = dict(_RC, **(_PAPER_RC if paper else {}), **{"axes.prop_cycle": matplotlib.cycler(color=PALETTE)})
     with matplotlib.rc_context(rc):
         yield
 
@@ -74,6 +77,8 @@ def figure(paper: bool = False, size: tuple[float, float] | None = None, **subpl
 
     Build and save it inside ``with style(paper):`` so fonts apply; ``size`` overrides the
     screen/paper size (inches)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=size or (PAPER_SIZE if paper else SCREEN_SIZE), dpi=PAPER_DPI if paper else SCREEN_DPI)
     axes = fig.subplots(**subplots) if subplots else fig.subplots()
     return fig, axes
