@@ -36,17 +36,27 @@ def test_main_job_command_runs():
     assert "tensors" in r.stderr  # the summary line
 
 
-def test_usage_examples_parse():
-    """Every `fqtool ...` example line in "Using fqtool" names a real command and real formats."""
-    import kernels
+def test_usage_examples_name_real_commands_options_and_formats():
+    """Every `fqtool ...` example line in "Using fqtool" names a real command, real options of that
+    command and real formats."""
+    import typer
 
+    import kernels
+    from fqtool.cli import app
+
+    commands = typer.main.get_command(app).commands
     text = (REPO / "README.md").read_text()
     section = text.split("## Using fqtool", 1)[1].split("\n## ", 1)[0]
-    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
-    for line in block.splitlines():
-        words = line.split("#", 1)[0].split()
-        assert words[0] == "fqtool" and words[1] in {"analyze", "compare", "formats", "explain", "env"}, line
-        for flag in ("-f", "--formats"):
+    lines = [ln for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) for ln in block.splitlines()]
+    examples = [ln.split("#", 1)[0].split("||")[0].split("|")[0].split() for ln in lines if ln.startswith("fqtool ")]
+    assert len(examples) >= 15
+    for words in examples:
+        assert words[1] in commands, words
+        opts = {o for p in commands[words[1]].params for o in (*p.opts, *p.secondary_opts)}
+        for w in words[2:]:
+            if w.startswith("-"):
+                assert w.split("=")[0] in opts, (words, w)
+        for flag in ("-f", "--format", "--formats"):
             if flag in words:
                 for f in words[words.index(flag) + 1].split(","):
                     kernels.parse(f)
