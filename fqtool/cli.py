@@ -16,7 +16,7 @@ from rich.console import Console
 
 import kernels
 
-from . import analysis, batch, describe, lossplot, render, report
+from . import analysis, batch, describe, hist, lossplot, render, report
 from .errors import EXIT_VIOLATION, UsageError
 from .metrics import METRICS
 from .options import (
@@ -273,7 +273,7 @@ def env(output_format: OutputFormat = None) -> None:
 
 
 # Commands that live in their own modules: each module's register(app) adds them.
-for _module in (lossplot, report, batch):
+for _module in (hist, lossplot, report, batch):
     _module.register(app)
 
 
