@@ -45,6 +45,7 @@ from .options import (
     Include,
     Output,
     OutputFormat,
+    ProgressOnStderr,
     Quiet,
     emit,
     err,
@@ -421,7 +422,7 @@ def to_json(b: Batch) -> dict:
         "outside_layers": b.outside,
         "elapsed_s": b.elapsed_s,
     }
-    return render._jsonable(doc)
+    return render.jsonable(doc)
 
 
 def _grid(b: Batch, t: Table, sep: str) -> list[list[str]]:
@@ -526,10 +527,9 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
         backend: Backend = "auto",
     ) -> None:
-        from .cli import _ProgressOnStderr  # here: cli imports this module to register it
 
         fmt = output_format_for(output_format, output)
-        progress = _ProgressOnStderr(enabled=not quiet)
+        progress = ProgressOnStderr(enabled=not quiet)
         try:
             b = run(
                 paths, split_list([formats]), layers=layers, metric=metric, aggregate=aggregate, device=device,

@@ -6,13 +6,10 @@ FQTOOL_DEBUG=1)."""
 from __future__ import annotations
 
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 import kernels
 
@@ -28,6 +25,7 @@ from .options import (
     MinSnr,
     Output,
     OutputFormat,
+    ProgressOnStderr,
     Quiet,
     Top,
     emit,
@@ -55,52 +53,6 @@ _METRIC_HELP = (
 )
 
 
-class _ProgressOnStderr:
-    """A rich progress bar on stderr (tensors, bytes, rate, ETA), shown only on a terminal and
-    only once a run has taken longer than ``delay_s``: short runs print nothing."""
-
-    def __init__(self, enabled: bool, delay_s: float = 1.0):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.delay_s = delay_s
-        self.t0 = time.perf_counter()
-        self.bar = None
-        self.task = None
-
-    def __call__(self, done: int, total: int, bytes_done: int, bytes_total: int, name: str) -> None:
-        if not self.enabled or done >= total:
-            self.close()
-            return
-        if self.bar is None:
-            if time.perf_counter() - self.t0 < self.delay_s:
-                return
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("", total=bytes_total)
-        self.bar.update(self.task, completed=bytes_done, description=f"tensor {done + 1}/{total} {name[-40:]}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
 def _run_analysis(
     command: str,
     paths: list[str],
@@ -122,7 +74,7 @@ def _run_analysis(
     fmt = output_format_for(output_format, output)
     if metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
-    progress = _ProgressOnStderr(enabled=not quiet)
+    progress = ProgressOnStderr(enabled=not quiet)
     try:
         result = analysis.run(
             command,

@@ -86,7 +86,7 @@ from .options import (
     split_list,
     stdout_is_terminal,
 )
-from .render import _jsonable, format_metric, write_atomic
+from .render import format_metric, jsonable, write_atomic
 from .results import Skipped
 
 __all__ = [
@@ -1494,7 +1494,7 @@ def to_json(result: HistResult, paths: dict | None = None, top: int | None = Non
                 for fh in a.formats
             ],
         }
-    return _jsonable(doc)
+    return jsonable(doc)
 
 
 # --------------------------------------------------------------------------- the command

@@ -350,7 +350,7 @@ def _gap_title(report: LossReport) -> str:
 
 def to_json(report: LossReport, figure: str | None = None) -> dict:
     """The JSON document (schema ``fqtool.loss/1``); non-finite floats as "inf" / "-inf" / "nan"."""
-    from .render import _jsonable  # the one encoding of non-finite floats, shared with fqtool.analysis/1
+    from .render import jsonable  # the one encoding of non-finite floats, shared with fqtool.analysis/1
 
     s = report.settings
     doc = {
@@ -370,7 +370,7 @@ def to_json(report: LossReport, figure: str | None = None) -> dict:
         "violations": [asdict(v) for v in report.violations],
         "figure": figure,
     }
-    return _jsonable(doc)
+    return jsonable(doc)
 
 
 def _csv_cell(v) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from . import render
 from .errors import EXIT_ERROR, FqtoolError, UsageError
@@ -130,3 +132,49 @@ def emit(text: str, output: Path | None) -> None:
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+class ProgressOnStderr:
+    """A rich progress bar on stderr (tensors, bytes, rate, ETA), shown only on a terminal and
+    only once a run has taken longer than ``delay_s``: short runs print nothing."""
+
+    def __init__(self, enabled: bool, delay_s: float = 1.0):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.delay_s = delay_s
+        self.t0 = time.perf_counter()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int, bytes_done: int, bytes_total: int, name: str) -> None:
+        if not self.enabled or done >= total:
+            self.close()
+            return
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < self.delay_s:
+                return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("", total=bytes_total)
+        self.bar.update(self.task, completed=bytes_done, description=f"tensor {done + 1}/{total} {name[-40:]}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

@@ -167,7 +167,7 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
 # --- JSON ---------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` with non-finite floats as "inf" / "-inf" / "nan" and anything unknown as a string."""
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -177,9 +177,9 @@ def _jsonable(value: Any) -> Any:
         v = float(value)
         return v if math.isfinite(v) else repr(v)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)
 
 
@@ -228,7 +228,7 @@ def to_json(result: Result) -> dict:
         ],
         "elapsed_s": result.elapsed_s,
     }
-    return _jsonable(doc)
+    return jsonable(doc)
 
 
 def _bits_by_format(result: Result) -> dict[str, float]:
@@ -644,3 +644,6 @@ def write_atomic(path: str | Path, text: str) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_jsonable = jsonable  # old private name, kept for modules not yet moved over

@@ -46,6 +46,7 @@ from .options import (
     Include,
     MaxMse,
     MinSnr,
+    ProgressOnStderr,
     Quiet,
     err,
     handle_errors,
@@ -568,7 +569,7 @@ def to_json(rep: Report) -> dict:
     """``render.to_json(result)`` with the "report" section added (schema stays fqtool.analysis/1:
     adding a field is compatible)."""
     doc = render.to_json(rep.result)
-    doc["report"] = render._jsonable(report_section(rep))
+    doc["report"] = render.jsonable(report_section(rep))
     return doc
 
 
@@ -1300,7 +1301,7 @@ def register(app: typer.Typer) -> None:
         max_mse: MaxMse = None,
         backend: Backend = "auto",
     ) -> None:
-        from .cli import DEFAULT_COMPARE, _ProgressOnStderr  # here: cli imports this module to register it
+        from .cli import DEFAULT_COMPARE  # here: cli imports this module to register it
         from .samples import sample_dir
 
         limits = load_thresholds(thresholds)  # bad options fail before the analysis runs
@@ -1313,7 +1314,7 @@ def register(app: typer.Typer) -> None:
                     f"--baseline {baseline} would be overwritten by the report; copy it elsewhere or use another "
                     "--output-dir"
                 )
-        progress = _ProgressOnStderr(enabled=not quiet)
+        progress = ProgressOnStderr(enabled=not quiet)
         try:
             result = analysis.run(
                 "compare",

@@ -387,16 +387,16 @@ def test_debug_env_gives_traceback(tmp_path):
 
 
 def test_progress_shows_only_on_a_terminal_and_only_for_long_runs(monkeypatch):
-    from fqtool import cli
+    from fqtool import options
 
-    assert not cli._ProgressOnStderr(enabled=True, delay_s=0).enabled  # stderr is not a terminal here
+    assert not options.ProgressOnStderr(enabled=True, delay_s=0).enabled  # stderr is not a terminal here
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    long_run = cli._ProgressOnStderr(enabled=True, delay_s=0)
+    long_run = options.ProgressOnStderr(enabled=True, delay_s=0)
     long_run(0, 3, 0, 300, "a")
     assert long_run.bar is not None
     long_run(3, 3, 300, 300, "")
     assert long_run.bar is None  # closed at the end
-    short_run = cli._ProgressOnStderr(enabled=True, delay_s=60)
+    short_run = options.ProgressOnStderr(enabled=True, delay_s=60)
     short_run(0, 3, 0, 300, "a")
     assert short_run.bar is None
-    assert not cli._ProgressOnStderr(enabled=False, delay_s=0).enabled  # --quiet
+    assert not options.ProgressOnStderr(enabled=False, delay_s=0).enabled  # --quiet
