@@ -13,7 +13,7 @@ import typer
 
 import kernels
 
-from . import analysis, batch, describe, hist, lossplot, render, report
+from . import analysis, batch, describe, hist, lossplot, outliers, render, report, sweep
 from .errors import EXIT_VIOLATION, UsageError
 from .metrics import METRICS
 from .options import (
@@ -225,7 +225,7 @@ def env(output_format: OutputFormat = None) -> None:
 
 
 # Commands that live in their own modules: each module's register(app) adds them.
-for _module in (hist, lossplot, report, batch):
+for _module in (hist, sweep, outliers, lossplot, report, batch):
     _module.register(app)
 
 

@@ -644,6 +644,3 @@ def write_atomic(path: str | Path, text: str) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-_jsonable = jsonable  # old private name, kept for modules not yet moved over

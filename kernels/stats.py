@@ -25,7 +25,7 @@ import torch
 
 from .formats import FormatSpec, parse
 
-__all__ = ["ErrorSums", "error_sums_ref", "quantize_with_sums"]
+__all__ = ["ErrorSums", "error_sums", "error_sums_ref", "quantize_with_sums"]
 
 
 @dataclass
@@ -108,6 +108,14 @@ def error_sums_ref(x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None 
         s.min_x = float(xf.min())
         s.max_x = float(xf.max())
     return s
+
+
+def error_sums(x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None = None) -> ErrorSums:
+    """:func:`error_sums_ref`'s sums: on the CPU computed with numpy (several times faster; the
+    same counts, sums equal to float64 rounding), elsewhere by the reference on the device."""
+    if x.device.type == "cpu":
+        return _sums_np(x, q, bound)
+    return error_sums_ref(x, q, bound)
 
 
 def quantize_with_sums(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import kernels
+import kernels.ranges
 from kernels import chunked
 from kernels.stats import ErrorSums, _sums_np, error_sums_ref, quantize_with_sums
 
@@ -111,3 +112,12 @@ def test_cpu_pieces_equal_the_reference_on_the_whole_tensor(small_pieces, fmt, d
     ref = error_sums_ref(x, q_ref, unit_bound(x, spec))
     assert_same_sums(sums, ref, rel=1e-10)
     assert math.isfinite(sums.sum_d2)
+
+
+def test_public_error_sums_equals_the_reference():
+    from kernels.stats import error_sums
+
+    x = _cases()["specials"]
+    q = kernels.fake_quantize(x, "mxfp4_e2m1")
+    bound = kernels.ranges.unit_bound(x, "mxfp4_e2m1")
+    assert_same_sums(error_sums(x, q, bound), error_sums_ref(x, q, bound))
