@@ -18,13 +18,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import kernels
 from kernels.chunked import layout
 from kernels.grid import element_values
+from kernels.reference.nf4 import BNB_ABSMAX_FLOOR
 
 # --------------------------------------------------------------------------- unit-scale layouts
 
@@ -381,6 +382,10 @@ NOT_IDEMPOTENT = {
 def test_hypothesis_idempotent(fmt, x):
     if fmt in NOT_IDEMPOTENT:
         pytest.skip(NOT_IDEMPOTENT[fmt])
+    if kernels.parse(fmt).family == "nf4":
+        # bitsandbytes divides by max(absmax, 1e-38): a block whose absmax is below that floor
+        # maps its max below code 1.0, so it shrinks on every pass (counterexample below).
+        assume(not bool(((x.abs() < BNB_ABSMAX_FLOOR) & (x != 0)).any()))
     y = kernels.fake_quantize(x, fmt)
     assert _same(kernels.fake_quantize(y.to(x.dtype), fmt).to(y.dtype), y)
 
@@ -390,6 +395,7 @@ def test_hypothesis_idempotent(fmt, x):
     [
         ("hif8", [4107.0, 3.0], [4096.0, 3.015625], [4096.0, 3.0]),
         ("hif4_paper", [1.0], [0.9375], [0.875]),
+        ("nf4", [7.4238e-39], [5.36708662353966e-39], [3.019614620521154e-39]),  # absmax under bnb's 1e-38 floor
     ],
 )
 def test_non_idempotent_counterexamples(fmt, x, once, twice):
