@@ -88,3 +88,30 @@ def test_readme_documents_every_json_key():
         assert f"`{key}`" in section, key
     for key in doc["tensors"][0]:
         assert key in section, key
+
+
+def test_readme_lists_the_top_level_keys_of_every_other_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from fqtool.cli import app
+
+    samples = REPO / "sample_tensors"
+    weights = str(samples / "weights.safetensors")
+    log = tmp_path / "a.log"
+    log.write_text("".join(f" iteration {i:5d}/  20 | lm loss: {5 - i / 10:.4E} |\n" for i in range(1, 21)))
+    runs = {
+        "fqtool.hist/1": ["hist", weights, "-f", "mxfp4_e2m1", "--no-figures", "-o", "json", "-q"],
+        "fqtool.sweep/1": ["sweep", weights, "-f", "mxfp4_e2m1", "--offsets", "0:1", "-o", "json", "-q"],
+        "fqtool.outliers/1": ["outliers", weights, "-o", "json", "-q"],
+        "fqtool.loss/1": ["plot-loss", str(log), "-b", str(log), "--no-figure", "-o", "json", "-q"],
+    }
+    section = (REPO / "README.md").read_text().split("### The other JSON documents", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in section.splitlines() if line.startswith("| `")}
+    common = {"schema", "fqtool_version", "command", "inputs", "device", "elapsed_s"}
+    for schema, args in runs.items():
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["schema"] == schema
+        for key in set(doc) - common:
+            assert f"`{key}`" in rows[schema], (schema, key)
