@@ -646,7 +646,7 @@ def _fixed(v: float, digits: int = 2) -> str:
 
 
 def _sections(result: OutliersResult) -> list:
-    C = render._Col
+    C = render.Col
     fm = render.format_metric
     ks = result.sigmas
     cs = result.channel_sigma
@@ -685,14 +685,14 @@ def _sections(result: OutliersResult) -> list:
                 top,
             ]
         )
-    per_tensor = render._Section("per tensor (raw values)", cols, rows)
+    per_tensor = render.Section("per tensor (raw values)", cols, rows)
     d = result.distribution
-    stats = render._Section(
+    stats = render.Section(
         f"Smax/σ over {d.tensors} tensor{'s' if d.tensors != 1 else ''}",
         [C(name, name) for name in PERCENTILES],
         [[_fixed(d.stats[name]) for name in PERCENTILES]],
     )
-    bins = render._Section(
+    bins = render.Section(
         "Smax/σ per unit bin",
         [C("bin", "Smax/σ", right=False), C("tensors", "tensors"), C("percent", "% of tensors")],
         [[lab, str(c), f"{100 * f:.1f}%"] for lab, c, f in zip(d.labels, d.counts, d.fracs, strict=True)],
@@ -730,7 +730,7 @@ def to_csv(result: OutliersResult) -> str:
         *(f"channels_gt_{k:g}sigma" for k in ks), *(f"rows_gt_{k:g}sigma" for k in ks), "channel_max_over_median",
         "outlier_channels", "top_channels",
     ]  # fmt: skip
-    num = render._csv_number
+    num = render.csv_number
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)

@@ -153,9 +153,9 @@ def render(
     if output_format == "csv":
         return to_csv(result)
     if output_format == "markdown":
-        return _markdown(_sections(result, view, metric, "full"), _skipped_line(result))
+        return markdown_sections(_sections(result, view, metric, "full"), _skipped_line(result))
     if plain:
-        return _plain(_sections(result, view, metric, "full"), _skipped_line(result))
+        return plain_sections(_sections(result, view, metric, "full"), _skipped_line(result))
     return _rich(result, view, metric, width or 200)
 
 
@@ -246,7 +246,7 @@ def _unique_tensors(result: Result) -> list[TensorInfo]:
 # --- CSV ----------------------------------------------------------------------------------------
 
 
-def _csv_number(value: Any) -> str:
+def csv_number(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, numbers.Integral):
@@ -268,12 +268,12 @@ def to_csv(result: Result) -> str:
                 t.name,
                 t.file,
                 row.format,
-                _csv_number(bits.get(row.format)),
+                csv_number(bits.get(row.format)),
                 t.dtype,
                 _shape_text(t.shape),
                 t.numel,
-                *(_csv_number(row.metrics.get(name)) for name in METRICS),
-                *(_csv_number(t.stats.get(name)) for name in _CSV_STATS),
+                *(csv_number(row.metrics.get(name)) for name in METRICS),
+                *(csv_number(t.stats.get(name)) for name in _CSV_STATS),
             ]
         )
     for agg in result.aggregates:
@@ -283,11 +283,11 @@ def to_csv(result: Result) -> str:
                 "(all)",
                 "",
                 agg.format,
-                _csv_number(agg.bits_per_value),
+                csv_number(agg.bits_per_value),
                 "",
                 "",
                 agg.numel,
-                *(_csv_number(agg.metrics.get(name)) for name in METRICS),
+                *(csv_number(agg.metrics.get(name)) for name in METRICS),
                 *("" for _ in _CSV_STATS),
             ]
         )
@@ -295,38 +295,40 @@ def to_csv(result: Result) -> str:
 
 
 # --- the human tables, as data ------------------------------------------------------------------
+# Col / Section and the writers rich_table, plain_sections, markdown_sections are the table building
+# blocks other commands (sweep, outliers) lay their own tables out with, so every table looks alike.
 
 
 @dataclass(frozen=True)
-class _Col:
+class Col:
     key: str  # the plain-mode header: no spaces (the JSON / CSV name where there is one)
     label: str  # the rich / markdown header
     right: bool = True  # numbers are right-aligned
 
 
 @dataclass(frozen=True)
-class _Section:
+class Section:
     """One table of a human format; the writers below only lay it out."""
 
     title: str
-    cols: list[_Col]
+    cols: list[Col]
     rows: list[list[str]]
     best: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells to highlight
 
 
 @dataclass(frozen=True)
 class _MetricField:
-    col: _Col
+    col: Col
     text: Callable[[Mapping[str, float]], str]
 
 
 def _metric_field(name: str) -> _MetricField:
-    return _MetricField(_Col(name, METRICS[name].label), lambda m: format_metric(name, m.get(name)))
+    return _MetricField(Col(name, METRICS[name].label), lambda m: format_metric(name, m.get(name)))
 
 
 # Both output counts in one narrow column, for the rich table only.
 _NAN_INF_OUT = _MetricField(
-    _Col("nan_out/inf_out", "NaN/Inf out"),
+    Col("nan_out/inf_out", "NaN/Inf out"),
     lambda m: f"{format_metric('nan_out', m.get('nan_out'))}/{format_metric('inf_out', m.get('inf_out'))}",
 )
 
@@ -359,19 +361,19 @@ def _tensor_labels(result: Result) -> dict[tuple[str, str], str]:
     return {(f, n): f"{f}:{n}" if counts[n] > 1 else n for f, n in keys}
 
 
-def _sections(result: Result, view: str, metric: str, detail: str) -> list[_Section]:
+def _sections(result: Result, view: str, metric: str, detail: str) -> list[Section]:
     if view == "compare":
         return [_grid_section(result, metric), _ranking_section(result, detail)]
     return [_rows_section(result, detail), _aggregate_section(result, detail)]
 
 
-def _rows_section(result: Result, detail: str) -> _Section:
+def _rows_section(result: Result, detail: str) -> Section:
     labels = _tensor_labels(result)
     fields = _METRIC_FIELDS[detail]["rows"]
     describe = detail != "compact"  # dtype, shape and numel, when there is room
-    cols = [_Col("tensor", "tensor", right=False), _Col("format", "format", right=False)]
+    cols = [Col("tensor", "tensor", right=False), Col("format", "format", right=False)]
     if describe:
-        cols += [_Col("dtype", "dtype", right=False), _Col("shape", "shape"), _Col("numel", "numel")]
+        cols += [Col("dtype", "dtype", right=False), Col("shape", "shape"), Col("numel", "numel")]
     cols += [f.col for f in fields]
     rows = []
     for row in result.rows:
@@ -380,15 +382,15 @@ def _rows_section(result: Result, detail: str) -> _Section:
         if describe:
             cells += [t.dtype, _shape_text(t.shape) or "()", str(t.numel)]
         rows.append(cells + [f.text(row.metrics) for f in fields])
-    return _Section("per tensor x format", cols, rows)
+    return Section("per tensor x format", cols, rows)
 
 
-def _aggregate_section(result: Result, detail: str) -> _Section:
+def _aggregate_section(result: Result, detail: str) -> Section:
     fields = _METRIC_FIELDS[detail]["rows"]
     counts = detail != "compact"  # tensors and numel, when there is room
-    cols = [_Col("format", "format", right=False), _Col("bits_per_value", "bits/value")]
+    cols = [Col("format", "format", right=False), Col("bits_per_value", "bits/value")]
     if counts:
-        cols += [_Col("tensors", "tensors"), _Col("numel", "numel")]
+        cols += [Col("tensors", "tensors"), Col("numel", "numel")]
     cols += [f.col for f in fields]
     rows = []
     for a in result.aggregates:
@@ -396,10 +398,10 @@ def _aggregate_section(result: Result, detail: str) -> _Section:
         if counts:
             cells += [str(a.tensors), str(a.numel)]
         rows.append(cells + [f.text(a.metrics) for f in fields])
-    return _Section("aggregate per format (numel-weighted over all tensors)", cols, rows)
+    return Section("aggregate per format (numel-weighted over all tensors)", cols, rows)
 
 
-def _grid_section(result: Result, metric: str) -> _Section:
+def _grid_section(result: Result, metric: str) -> Section:
     """One row per tensor, one column per format: ``metric``, the best format per tensor marked."""
     labels = _tensor_labels(result)
     by_tensor: dict[tuple[str, str], dict[str, Row]] = {}
@@ -415,24 +417,24 @@ def _grid_section(result: Result, metric: str) -> _Section:
             continue
         top = max(scored) if higher else min(scored)
         best |= {(i, j + 1) for j, v in enumerate(values) if v == top}  # ties are all best
-    cols = [_Col("tensor", "tensor", right=False), *(_Col(f, f) for f in result.formats)]
-    return _Section(f"{METRICS[metric].label} per tensor", cols, rows, best)
+    cols = [Col("tensor", "tensor", right=False), *(Col(f, f) for f in result.formats)]
+    return Section(f"{METRICS[metric].label} per tensor", cols, rows, best)
 
 
-def _ranking_section(result: Result, detail: str) -> _Section:
+def _ranking_section(result: Result, detail: str) -> Section:
     fields = _METRIC_FIELDS[detail]["ranking"]
     ranked: list[Aggregate] = sorted(result.aggregates, key=lambda a: (a.rank <= 0, a.rank))  # unranked last
     cols = [
-        _Col("rank", "rank"),
-        _Col("format", "format", right=False),
-        _Col("bits_per_value", "bits/value"),
+        Col("rank", "rank"),
+        Col("format", "format", right=False),
+        Col("bits_per_value", "bits/value"),
         *(f.col for f in fields),
     ]
     rows = [
         [_rank_text(a.rank), a.format, _bits_text(a.bits_per_value), *(f.text(a.metrics) for f in fields)]
         for a in ranked
     ]
-    return _Section("ranking (aggregate over all tensors, 1 = best)", cols, rows)
+    return Section("ranking (aggregate over all tensors, 1 = best)", cols, rows)
 
 
 def _rank_text(rank: int) -> str:
@@ -454,9 +456,9 @@ _MIN_NAME_WIDTH = 12
 
 
 def _rich(result: Result, view: str, metric: str, width: int) -> str:
-    tables = [_rich_table(s) for s in _sections(result, view, metric, "wide")]
+    tables = [rich_table(s) for s in _sections(result, view, metric, "wide")]
     if max(_table_width(t, "maximum") for t in tables) > width:
-        tables = [_rich_table(s) for s in _sections(result, view, metric, "compact")]
+        tables = [rich_table(s) for s in _sections(result, view, metric, "compact")]
         # Narrower than even the compact table: overflow (the terminal wraps) rather than crop numbers.
         width = max(width, *(_table_width(t, "minimum") for t in tables))
     console = Console(
@@ -484,7 +486,7 @@ def _table_width(table: Table, which: str) -> int:
     return getattr(Measurement.get(console, console.options, table), which)
 
 
-def _rich_table(section: _Section) -> Table:
+def rich_table(section: Section) -> Table:
     title = section.title + (f" (best in {_BEST_STYLE})" if section.best else "")
     table = Table(
         title=title,
@@ -512,11 +514,11 @@ def _rich_table(section: _Section) -> Table:
     return table
 
 
-def _marked(section: _Section, i: int, j: int, cell: str) -> str:
+def _marked(section: Section, i: int, j: int, cell: str) -> str:
     return cell + "*" if (i, j) in section.best else cell
 
 
-def _plain(sections: list[_Section], skipped: str | None) -> str:
+def plain_sections(sections: list[Section], skipped: str | None) -> str:
     """Whitespace-aligned columns for awk / grep: one header line, no cell contains a space."""
     blocks = []
     for s in sections:
@@ -529,7 +531,7 @@ def _plain(sections: list[_Section], skipped: str | None) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def _plain_line(cells: list[str], widths: list[int], cols: list[_Col]) -> str:
+def _plain_line(cells: list[str], widths: list[int], cols: list[Col]) -> str:
     padded = (c.rjust(w) if col.right else c.ljust(w) for c, w, col in zip(cells, widths, cols, strict=True))
     return "  ".join(padded).rstrip()
 
@@ -538,7 +540,7 @@ def _no_space(cell: str) -> str:
     return re.sub(r"\s", "_", cell) or "-"
 
 
-def _markdown(sections: list[_Section], skipped: str | None) -> str:
+def markdown_sections(sections: list[Section], skipped: str | None) -> str:
     blocks = []
     for s in sections:
         title = s.title + (" (* = best)" if s.best else "")

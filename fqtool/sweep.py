@@ -837,9 +837,9 @@ def write_figures(
 def tables_text(sections: Sequence, output_format: str, *, plain: bool, width: int | None, note: str | None) -> str:
     """``fqtool.render``'s table layouts (rich, plain columns, Markdown) for other commands' sections."""
     if output_format == "markdown":
-        return render._markdown(list(sections), note)
+        return render.markdown_sections(list(sections), note)
     if plain:
-        return render._plain(list(sections), note)
+        return render.plain_sections(list(sections), note)
     console = Console(
         file=io.StringIO(), width=width or 200, force_terminal=True, color_system="standard", highlight=False,
         emoji=False, legacy_windows=False,
@@ -847,7 +847,7 @@ def tables_text(sections: Sequence, output_format: str, *, plain: bool, width: i
     for i, s in enumerate(sections):
         if i:
             console.print()
-        console.print(render._rich_table(s))
+        console.print(render.rich_table(s))
     if note:
         console.print(Text(note, style="dim"))
     return console.file.getvalue()
@@ -865,7 +865,7 @@ def _label(p) -> str:
 
 
 def _sections(result: SweepResult) -> list:
-    C = render._Col
+    C = render.Col
     fm = render.format_metric
     cols = [
         C("tensor", "tensor", right=False),
@@ -893,7 +893,7 @@ def _sections(result: SweepResult) -> list:
                 fm("clipped_frac", b.blocks_lowered_frac),
             ]
         )
-    per_tensor = render._Section(f"best point per tensor ({result.format})", cols, rows)
+    per_tensor = render.Section(f"best point per tensor ({result.format})", cols, rows)
 
     cols = [
         C("rule", "rule", right=False),
@@ -931,7 +931,7 @@ def _sections(result: SweepResult) -> list:
             )
     n = len(result.tensors)
     title = f"best offset per rule and strategy over {n} tensor{'s' if n != 1 else ''} (numel-weighted MSE)"
-    return [per_tensor, render._Section(title, cols, rows, best)]
+    return [per_tensor, render.Section(title, cols, rows, best)]
 
 
 CSV_HEADER = (
@@ -947,7 +947,7 @@ def to_csv(result: SweepResult) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(CSV_HEADER)
-    num = render._csv_number
+    num = render.csv_number
     for t in result.tensors:
         for p in t.points:
             w.writerow(
