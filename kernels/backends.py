@@ -116,3 +116,10 @@ register(
         "the reference kernels fused by torch.compile (opt-in; compiles per format and shape)",
     )
 )
+
+
+# Optional backends register themselves when their imports work (DESIGN.md: triton/, npu/).
+try:
+    from . import triton as _triton  # noqa: F401
+except Exception:  # triton missing or broken: the backend is simply not there
+    pass

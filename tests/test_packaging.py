@@ -21,6 +21,7 @@ def test_installed_package_runs_compare_on_its_bundled_samples(tmp_path):
     )
     assert build.returncode == 0, build.stderr
     assert (target / "fqtool" / "sample_tensors" / "sharded" / "model.safetensors.index.json").is_file()
+    assert (target / "kernels" / "triton" / "mx.py").is_file()
     env = dict(os.environ, PYTHONPATH=str(target))  # ahead of any editable install of the checkout
     code = "import fqtool, sys; from fqtool.cli import main; print(fqtool.__file__, file=sys.stderr); main()"
     run = subprocess.run(

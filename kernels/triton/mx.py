@@ -1,0 +1,437 @@
+"""Triton MX kernels (family ``mx``, ``emulate=exact``): the reference's float32 algorithm
+(formats-mx.md §2.3-§2.5) bit for bit, one program per tile of ``BPP`` blocks.
+
+The input is viewed as (rows, L) with the blocked axis last (the launcher moves it there),
+each row cut into ``ceil(L / block)`` blocks; the last one may be partial (the reference
+zero-pads it, and zeros change neither the amax nor any other element).
+
+Per tile, as ``kernels.fast.mx`` does it, with integer bit tricks instead of float ``log2``:
+
+1. **amax** is an int32 max of the magnitude bits: for non-negative floats the int order is
+   the float order and every NaN pattern sorts above +Inf, so NaN propagates (§2.3 step 1).
+2. **E = floor(log2 amax)** from the exponent field; an fp32-subnormal amax is scaled by 2^64
+   (exact) and re-read, a zero block gets -126 like the seed. The other rules (§11.2) bump E
+   by one when the 23-bit significand field passes a threshold: > 0 (ceil), > that of
+   max_norm (rceil), >= that of 2 - 2^-(m+1) (even), >= that of SQRT2_UP (carry). All are
+   the comparisons of ``reference.mx._exact_shared_exponent`` on exact significands.
+3. ``s = E - emax`` clamped to the scale range, NaN block above it or for an Inf/NaN amax;
+   ``2^s`` and ``2^-s`` built from bits (2^-127 is subnormal, built as such).
+4. **Elements** on magnitudes (§2.4): ``y = |x|·2^-s``; the private exponent p from y's field
+   clamped to [emin, 127]; ``t = y·2^(M-p)`` is exact, so rounding is integer work on
+   ``trunc(t)`` and the exact remainder; ``q = min(r·2^(p-M), max_norm)·2^s``. The sign bit is
+   ORed back from x (a flushed block gets +0, like the reference's ``where``).
+5. bf16 output is rounded RNE on the bits (exactly torch's ``.to(bfloat16)``), fp16 by
+   Triton's conversion (RNE).
+
+``_mx_sums_kernel`` runs the same tile and writes, per program, float64 partial error sums
+and int32 counts (see ``kernels.stats``); ``mx_sums`` reduces them on the host.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FormatSpec
+from ..reference.mx import SQRT2_UP, MXElement, resolve_mx_element
+from ..stats import ErrorSums
+
+__all__ = ["unsupported_reason", "mx_fake_quantize", "mx_sums"]
+
+_RULES = ("floor", "ceil", "rceil", "even", "carry")
+_ROUNDS = ("nearest", "even", "floor")
+_IN_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+#: Elements per program (blocks per program = this / padded block length, at least 1).
+TILE_ELEMS = 4096
+MAX_BLOCK = 8192
+#: Per-program int32 counters, in this order.
+COUNTS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
+#: Per-program float64 partials, in this order.
+FSUMS = ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad", "max_ad", "mean_x", "m2_x", "min_x", "max_x")
+
+
+def _element_ok(el: MXElement) -> bool:
+    # 2^(M-p) and 2^(p-M) must be normal float32 for p in [emin, 127] (bits build them);
+    # the bf16 element (emin -126, M 7) is the one MX element that fails.
+    return el.is_int or (el.man_bits >= 1 and el.man_bits - el.emin <= 127 and el.emin - el.man_bits >= -126)
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    if spec.family != "mx":
+        return f"the triton backend covers the mx family only, not {spec.family}"
+    if spec["emulate"] != "exact":
+        return "emulate=seed is not implemented in triton"
+    if spec["round"] not in _ROUNDS:
+        return f"round={spec['round']} is not implemented in triton"
+    if spec["shared_exp"] != "max":
+        return "shared_exp=none is not implemented in triton"
+    if isinstance(spec["minus_exp"], str):
+        return f"minus_exp={spec['minus_exp']} is not implemented in triton"
+    if not 1 <= spec["block"] <= MAX_BLOCK:
+        return f"block={spec['block']} is not implemented in triton (1..{MAX_BLOCK})"
+    if not _element_ok(resolve_mx_element(spec["element"])):
+        return f"element {spec['element']} is not implemented in triton"
+    return None
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _pow2(e):
+    """2^e as float32 for int32 e in [-149, 127] (subnormal powers built as such)."""
+    normal = (tl.maximum(e, -126) + 127) << 23
+    sub = 1 << tl.minimum(tl.maximum(e + 149, 0), 22)
+    return tl.where(e >= -126, normal, sub).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _bf16_bits(f):
+    """float32 -> bfloat16 bits (RNE, NaN kept quiet) as int32 in [0, 0xFFFF]."""
+    b = f.to(tl.int32, bitcast=True)
+    m = b & 0x7FFFFFFF
+    sign = (b ^ m) >> 16 & 0xFFFF
+    r = (m + 0x7FFF + ((m >> 16) & 1)) >> 16
+    r = tl.where(m > 0x7F800000, 0x7FC0, r)
+    return r | sign
+
+
+@triton.jit
+def _round_out(f, OUT_KIND: tl.constexpr):
+    """``f`` (float32) as the output dtype rounds it, back in float32."""
+    if OUT_KIND == 1:
+        return (_bf16_bits(f) << 16).to(tl.float32, bitcast=True)
+    elif OUT_KIND == 2:
+        return f.to(tl.float16).to(tl.float32)
+    else:
+        return f
+
+
+@triton.jit
+def _mx_tile(
+    x_ptr,
+    pid,
+    n_blocks,
+    nblk,
+    L,
+    BLOCK: tl.constexpr,
+    BP2: tl.constexpr,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    EMAX: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    SCALE_EMAX: tl.constexpr,
+    BUMP_GT: tl.constexpr,
+    MINUS_EXP: tl.constexpr,
+    EVEN_RULE: tl.constexpr,
+    ROUND: tl.constexpr,
+    FLUSH: tl.constexpr,
+):
+    """One tile: (x, q, valid, bound, offs), q and the bound in float32 before the output cast."""
+    g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
+    row = g // nblk
+    col = (g % nblk) * BLOCK
+    k = tl.arange(0, BP2)
+    cols = col[:, None] + k[None, :]
+    valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
+    offs = row[:, None] * L + cols
+    if IN_KIND == 1:
+        v = tl.load(x_ptr + offs, mask=valid, other=0)
+        x = ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
+    elif IN_KIND == 2:
+        x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    else:
+        x = tl.load(x_ptr + offs, mask=valid, other=0.0)
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    sign = xb ^ ab
+
+    # §2.3: the block exponent from the int max of the magnitude bits (NaN sorts on top).
+    amax = tl.max(ab, axis=1)
+    field = amax >> 23
+    scaled = (amax.to(tl.float32, bitcast=True) * 18446744073709551616.0).to(tl.int32, bitcast=True)  # ·2^64
+    sub = field == 0
+    nb = tl.where(sub, scaled, amax)
+    fl = tl.where(sub, (nb >> 23) - (127 + 64), field - 127)
+    mant = nb & 0x7FFFFF
+    fl = tl.where(amax == 0, -126, fl)  # the seed's zero block: amax = 2^-126
+    mant = tl.where(amax == 0, 0, mant)
+    E = fl + (mant > BUMP_GT).to(tl.int32) - MINUS_EXP
+    s = E - EMAX
+    nanb = (s > SCALE_EMAX) | (amax >= 0x7F800000)
+    if EVEN_RULE:
+        nanb = nanb | (E > 127)
+    s = tl.minimum(tl.maximum(s, -SCALE_EMAX), SCALE_EMAX)
+    X = _pow2(s)
+    inv = _pow2(-s)
+    if FLUSH:
+        flushb = E <= -127  # §2.3 step 3: the block becomes +0
+    else:
+        flushb = E < -1000000
+
+    # §2.4 on magnitudes.
+    a = tl.where(flushb[:, None], 0.0, ab.to(tl.float32, bitcast=True))
+    sign = tl.where(flushb[:, None], 0, sign)
+    y = a * inv[:, None]
+    if IS_INT:
+        t = y * (2.0**M)
+    else:
+        p = tl.minimum(tl.maximum((y.to(tl.int32, bitcast=True) >> 23) - 127, EMIN), 127)
+        t = y * ((M - p + 127) << 23).to(tl.float32, bitcast=True)
+    t = tl.minimum(t, 16777216.0)  # t >= 2^24 only when it saturates anyway; keeps trunc in int32
+    ti = t.to(tl.int32)  # trunc = floor for t >= 0
+    f = ti.to(tl.float32)
+    rem = t - f  # exact
+    if ROUND == 0:  # nearest, ties away
+        r = f + (rem >= 0.5).to(tl.float32)
+    elif ROUND == 1:  # nearest, ties to even
+        r = f + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.float32)
+    else:  # toward zero
+        r = f
+    if IS_INT:
+        qm = r * (2.0**-M)
+    else:
+        qm = r * ((p - M + 127) << 23).to(tl.float32, bitcast=True)
+    qm = tl.minimum(qm, MAX_NORM) * X[:, None]
+    qbits = tl.where(nanb[:, None], 0x7FC00000, qm.to(tl.int32, bitcast=True) | sign)
+    q = qbits.to(tl.float32, bitcast=True)
+
+    # kernels.ranges.unit_bound: max_norm·X, NaN for a NaN block, 0 for a flushed one.
+    bound = tl.where(nanb, float("nan"), tl.where(flushb, 0.0, MAX_NORM * X))
+    return x, q, valid, bound, offs
+
+
+@triton.jit
+def _mx_fq_kernel(
+    x_ptr,
+    out_ptr,
+    n_blocks,
+    nblk,
+    L,
+    BLOCK: tl.constexpr,
+    BP2: tl.constexpr,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    EMAX: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    SCALE_EMAX: tl.constexpr,
+    BUMP_GT: tl.constexpr,
+    MINUS_EXP: tl.constexpr,
+    EVEN_RULE: tl.constexpr,
+    ROUND: tl.constexpr,
+    FLUSH: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, bound, offs = _mx_tile(
+        x_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM,
+        SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH,
+    )  # fmt: skip
+    if IN_KIND == 1:
+        h = _bf16_bits(q)
+        tl.store(out_ptr + offs, tl.where(h >= 32768, h - 65536, h).to(tl.int16), mask=valid)
+    elif IN_KIND == 2:
+        tl.store(out_ptr + offs, q.to(tl.float16), mask=valid)
+    else:
+        tl.store(out_ptr + offs, q, mask=valid)
+
+
+@triton.jit
+def _mx_sums_kernel(
+    x_ptr,
+    cnt_ptr,
+    sum_ptr,
+    n_blocks,
+    nblk,
+    L,
+    BLOCK: tl.constexpr,
+    BP2: tl.constexpr,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    EMAX: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    SCALE_EMAX: tl.constexpr,
+    BUMP_GT: tl.constexpr,
+    MINUS_EXP: tl.constexpr,
+    EVEN_RULE: tl.constexpr,
+    ROUND: tl.constexpr,
+    FLUSH: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, bound, offs = _mx_tile(
+        x_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM,
+        SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH,
+    )  # fmt: skip
+    q = _round_out(q, IN_KIND)
+    bnd = _round_out(bound, IN_KIND)[:, None]
+    xa = tl.abs(x)
+    qa = tl.abs(q)
+    x_nan = valid & (x != x)
+    x_inf = valid & (xa == float("inf"))
+    q_nan = valid & (q != q)
+    q_inf = valid & (qa == float("inf"))
+    fx = valid & (xa < float("inf"))  # false for NaN too
+    fq = valid & (qa < float("inf"))
+    both = fx & fq
+    clipped = fx & (xa > bnd)
+    flushed = fx & (x != 0.0) & (q == 0.0)
+    base = pid.to(tl.int64) * 9
+    tl.store(cnt_ptr + base + 0, tl.sum(tl.sum(valid.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 1, tl.sum(tl.sum(x_nan.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 2, tl.sum(tl.sum(x_inf.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 3, tl.sum(tl.sum(q_nan.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 4, tl.sum(tl.sum(q_inf.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 5, tl.sum(tl.sum(both.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 6, tl.sum(tl.sum(clipped.to(tl.int32), axis=1), axis=0))
+    tl.store(cnt_ptr + base + 7, tl.sum(tl.sum(flushed.to(tl.int32), axis=1), axis=0))
+    nx = tl.sum(tl.sum(fx.to(tl.int32), axis=1), axis=0)
+    tl.store(cnt_ptr + base + 8, nx)
+
+    x64 = tl.where(both, x, 0.0).to(tl.float64)
+    q64 = tl.where(both, q, 0.0).to(tl.float64)
+    d = q64 - x64  # exact in float64
+    ad = tl.abs(d)
+    fb = pid.to(tl.int64) * 10
+    tl.store(sum_ptr + fb + 0, tl.sum(tl.sum(x64 * x64, axis=1), axis=0))
+    tl.store(sum_ptr + fb + 1, tl.sum(tl.sum(q64 * q64, axis=1), axis=0))
+    tl.store(sum_ptr + fb + 2, tl.sum(tl.sum(x64 * q64, axis=1), axis=0))
+    tl.store(sum_ptr + fb + 3, tl.sum(tl.sum(d * d, axis=1), axis=0))
+    tl.store(sum_ptr + fb + 4, tl.sum(tl.sum(ad, axis=1), axis=0))
+    tl.store(sum_ptr + fb + 5, tl.max(tl.max(ad, axis=1), axis=0))
+    # The input's moments over its finite elements: mean and M2 around this program's mean.
+    xf = tl.where(fx, x, 0.0).to(tl.float64)
+    mean = tl.sum(tl.sum(xf, axis=1), axis=0) / tl.maximum(nx, 1).to(tl.float64)
+    dev = tl.where(fx, xf - mean, 0.0)
+    tl.store(sum_ptr + fb + 6, mean)
+    tl.store(sum_ptr + fb + 7, tl.sum(tl.sum(dev * dev, axis=1), axis=0))
+    tl.store(sum_ptr + fb + 8, tl.min(tl.min(tl.where(fx, x, float("inf")), axis=1), axis=0).to(tl.float64))
+    tl.store(sum_ptr + fb + 9, tl.max(tl.max(tl.where(fx, x, float("-inf")), axis=1), axis=0).to(tl.float64))
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
+    el = resolve_mx_element(spec["element"])
+    rule, me = spec["scale"], spec["minus_exp"]
+    # E = fl + (significand field > BUMP_GT) - MINUS_EXP: the rules of §11.2 on exact fields.
+    if me is not None:
+        bump, minus = 0, int(me)  # ceil(log2 amax) - minus_exp
+    else:
+        minus = 0
+        bump = {
+            "floor": 1 << 23,  # never
+            "ceil": 0,
+            "rceil": round((el.max_mant - 1) * 2**23),
+            "even": round((el.even_threshold - 1) * 2**23) - 1,
+            "carry": round((SQRT2_UP - 1) * 2**23) - 1,
+        }[rule]
+    block = spec["block"]
+    bp2 = triton.next_power_of_2(block)
+    return dict(
+        BLOCK=block,
+        BP2=bp2,
+        BPP=max(1, TILE_ELEMS // bp2),
+        IN_KIND=_IN_KIND[dtype],
+        IS_INT=el.is_int,
+        M=el.man_bits,
+        EMIN=el.emin,
+        EMAX=el.emax,
+        MAX_NORM=float(el.max_norm),
+        SCALE_EMAX=2 ** (spec["scale_bits"] - 1) - 1,
+        BUMP_GT=bump,
+        MINUS_EXP=minus,
+        EVEN_RULE=rule == "even" and me is None,
+        ROUND=_ROUNDS.index(spec["round"]),
+        FLUSH=bool(spec["flush_fp32_subnorms"]),
+    )
+
+
+def _check(x: torch.Tensor, spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+    if x.dtype not in _IN_KIND:
+        raise TypeError(f"the triton MX kernels take float32, bfloat16 or float16, not {x.dtype}")
+
+
+def _rows_view(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int]:
+    """x with the blocked axis moved last, contiguous; the axis index."""
+    axis = spec["axis"] % x.dim()
+    return x.movedim(axis, -1).contiguous(), axis
+
+
+def _in_arg(xm: torch.Tensor) -> torch.Tensor:
+    return xm.view(torch.int16) if xm.dtype == torch.bfloat16 else xm
+
+
+def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
+    L = xm.shape[-1]
+    nblk = triton.cdiv(L, c["BLOCK"])
+    n_blocks = (xm.numel() // L) * nblk
+    return n_blocks, nblk, L, triton.cdiv(n_blocks, c["BPP"])
+
+
+def mx_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported MX spec, bit for bit."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xm, axis = _rows_view(x.detach(), spec)
+    c = _constants(spec, x.dtype)
+    out = torch.empty_like(xm)
+    n_blocks, nblk, L, programs = _grid(xm, c)
+    _mx_fq_kernel[(programs,)](_in_arg(xm), _in_arg(out), n_blocks, nblk, L, **c)
+    return out.movedim(-1, axis).contiguous()
+
+
+def mx_sums(x: torch.Tensor, spec: FormatSpec) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec))
+    xm, _ = _rows_view(x.detach(), spec)
+    c = _constants(spec, x.dtype)
+    n_blocks, nblk, L, programs = _grid(xm, c)
+    cnt = torch.empty((programs, len(COUNTS)), dtype=torch.int32, device=x.device)
+    sums = torch.empty((programs, len(FSUMS)), dtype=torch.float64, device=x.device)
+    _mx_sums_kernel[(programs,)](_in_arg(xm), cnt, sums, n_blocks, nblk, L, **c)
+    return _reduce(cnt, sums)
+
+
+def _reduce(cnt: torch.Tensor, sums: torch.Tensor) -> ErrorSums:
+    """Merge the per-program partials in float64: the counts and sums add, the moments by the
+    parallel form of Chan et al.'s formula (M2 = sum M2_i + sum n_i (mean_i - mean)^2)."""
+    c = cnt.to(torch.int64).sum(0).tolist()
+    out = ErrorSums(**dict(zip(COUNTS, c, strict=True)))
+    n_i = cnt[:, COUNTS.index("nx")].to(torch.float64)
+    f = {k: sums[:, i] for i, k in enumerate(FSUMS)}
+    for k in ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad"):
+        setattr(out, k, float(f[k].sum()))
+    out.max_ad = float(f["max_ad"].max())
+    if out.nx:
+        mean = float((n_i * f["mean_x"]).sum()) / out.nx
+        out.mean_x = mean
+        out.m2_x = float((f["m2_x"] + n_i * (f["mean_x"] - mean) ** 2).sum())
+        out.min_x = float(f["min_x"].min())
+        out.max_x = float(f["max_x"].max())
+    if out.n == 0:
+        out.max_ad = 0.0
+    return out

@@ -1,0 +1,355 @@
+"""The Triton backend (``kernels.triton``) against the reference, bit for bit, in Triton's interpreter.
+
+Triton decides at ``@triton.jit`` time whether a kernel compiles or is interpreted, and the MX
+kernels are decorated when ``kernels.triton.mx`` is first imported; this module sets
+``TRITON_INTERPRET=1`` at import time, before that happens, so the kernels run on CPU tensors.
+The CUDA test runs in a subprocess without the variable, so it compiles for the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_WAS_LOADED = ("triton" in sys.modules or "kernels.triton.mx" in sys.modules) and os.environ.get(
+    "TRITON_INTERPRET"
+) != "1"
+os.environ["TRITON_INTERPRET"] = "1"
+
+import math  # noqa: E402
+import subprocess  # noqa: E402
+import textwrap  # noqa: E402
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from corner_cases import as_dtype, corner_cases  # noqa: E402
+from golden import case_files, contract, load, needs_golden  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels import backends  # noqa: E402
+from kernels.ranges import unit_bound  # noqa: E402
+from kernels.stats import ErrorSums, error_sums_ref  # noqa: E402
+
+pytest.importorskip("triton")
+if "triton" not in backends.REGISTRY:
+    pytest.skip("the triton backend did not register (triton is broken here)", allow_module_level=True)
+if _WAS_LOADED:
+    pytest.skip("triton was imported before this module could ask for its interpreter (TRITON_INTERPRET=1)",
+                allow_module_level=True)  # fmt: skip
+
+from kernels.triton import mx as tmx  # noqa: E402
+
+ELEMENTS = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8"]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+COUNT_FIELDS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_interpreter():
+    # The interpreter runs numpy, which warns about the float overflows the kernels rely on
+    # (Inf·2^64 for a NaN/Inf block's amax), where the GPU silently gives Inf.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """Bit patterns as int64, every NaN mapped to one pattern (NaN == NaN; ±0 stay distinct)."""
+    i = t.view({2: torch.int16, 4: torch.int32}[t.element_size()]).to(torch.int64)
+    return torch.where(torch.isnan(t), torch.full_like(i, -(2**40)), i)
+
+
+def assert_same(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    bad = _bits(got) != _bits(want)
+    if bad.any():
+        idx = bad.flatten().nonzero().flatten()[:5].tolist()
+        g, w = got.flatten(), want.flatten()
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} differ: " + ", ".join(f"[{i}] {g[i]!r} vs {w[i]!r}" for i in idx)
+        )
+
+
+def check(x: torch.Tensor, fmt: str) -> None:
+    spec = kernels.parse(fmt)
+    before = x.clone()
+    got = kernels.fake_quantize(x, spec, backend="triton")
+    assert_same(got, kernels.fake_quantize(x, spec, backend="reference"), f"{fmt} {x.dtype} {tuple(x.shape)}")
+    assert torch.equal(_bits(x), _bits(before)), "input modified"
+
+
+def heavy(shape, seed: int) -> torch.Tensor:
+    """Heavy-tailed values over ~40 binades, exact ties, zeros and a few outliers."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * torch.exp2(torch.randint(-20, 20, shape, generator=g).float())
+    ties = (torch.randint(0, 64, shape, generator=g).float() + 0.5) / 8
+    pick = torch.rand(shape, generator=g)
+    x = torch.where(pick < 0.2, ties, x)
+    x = torch.where(pick > 0.97, 0.0, x)
+    return torch.where(pick > 0.995, x * 1e4, x)
+
+
+# --------------------------------------------------------------------------- bit-exactness
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("block", [32, 16])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("elem", ELEMENTS)
+def test_random_matches_reference(elem, dtype, block, axis):
+    x = heavy((37, 45), seed=len(elem) + block + axis).to(dtype)  # ragged along both axes
+    check(x, f"{elem}:block={block},axis={axis}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("elem", ELEMENTS)
+def test_corner_cases_match_reference(elem, dtype):
+    for case in corner_cases().values():
+        x = as_dtype(case, dtype)
+        if x is not None:
+            check(x, elem)
+            if x.dim() > 1:
+                check(x, f"{elem}:block=16,axis=0")
+
+
+OPTIONS = [
+    "round=even",
+    "round=floor",
+    "scale=ceil",
+    "scale=rceil",
+    "scale=even",
+    "scale=carry",
+    "round=even,scale=rceil",
+    "minus_exp=0",
+    "minus_exp=2",
+    "minus_exp=-3",
+    "scale_bits=4",
+    "scale_bits=1",
+    "flush_fp32_subnorms=true",
+    "block=1",
+    "block=7",
+    "block=64",
+    "axis=1",
+]
+
+
+@pytest.mark.parametrize("opts", OPTIONS)
+@pytest.mark.parametrize("elem", ["mxfp8_e4m3", "mxfp4_e2m1", "mxint8"])
+def test_options_match_reference(elem, opts):
+    cases = corner_cases()
+    for dtype in (torch.float32, torch.bfloat16):
+        check(heavy((6, 5, 70), seed=3).to(dtype), f"{elem}:{opts}")
+        for name in ("f32_subnormals", "subnormal_amax_rows", "huge", "powers_of_two_pm_ulp", "ties", "inf_in_block"):
+            x = as_dtype(cases[name], dtype)
+            if x is not None:
+                check(x, f"{elem}:{opts}" if opts != "axis=1" else elem)
+
+
+def test_every_scale_and_rounding_on_exhaustive_binades():
+    """Every float32 significand pattern step 2^-10 at a few binades, each value the amax of a block."""
+    m = torch.arange(1024, dtype=torch.float32) / 1024 + 1  # [1, 2)
+    x = torch.cat([m * 2.0**e for e in (-130, -60, 0, 7, 100)]).reshape(-1, 1) * torch.tensor([1.0, 0.3, -0.7, 0.01])
+    for elem in ("mxfp6_e3m2", "mxfp6_e2m3", "mxint8"):
+        for opts in ("scale=floor", "scale=ceil", "scale=rceil", "scale=even", "scale=carry", "minus_exp=1"):
+            check(x, f"{elem}:block=4,{opts}")
+
+
+def _golden_params():
+    out = []
+    for entry in contract():
+        if entry["family"] != "mx" or "format" not in entry or "input_cast" in entry:
+            continue
+        for path in case_files(entry["family"], entry["stem"]):
+            out.append(
+                pytest.param(entry, path, id=f"{entry['stem']}/{path.stem}|{entry['format']}|{entry['against']}")
+            )
+    return out
+
+
+@needs_golden
+def test_golden_contract_mx_entries():
+    """The contract's MX entries whose options the kernels cover (one test: the interpreter is slow)."""
+    import fnmatch
+
+    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    ran = 0
+    for p in _golden_params():
+        entry, path = p.values
+        tensors, meta = load(path)
+        x = tensors[entry.get("input", "input")]
+        spec = kernels.parse(entry["format"].format(**meta))
+        if tmx.unsupported_reason(spec) or x.dtype not in names:
+            continue
+        if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
+            continue
+        if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
+            continue
+        if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
+            continue
+        if entry.get("output_dtype") not in (None, "input"):
+            continue
+        want = tensors[entry["against"]]
+        got = kernels.fake_quantize(x, spec, backend="triton")
+        got64, want64 = got.double(), want.double()
+        same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
+        assert bool(same.all()), f"{p.id}: {int((~same).sum())} differ"
+        ran += 1
+    assert ran > 50, ran
+
+
+# --------------------------------------------------------------------------- fused sums
+
+
+def assert_sums_equal(got: ErrorSums, want: ErrorSums, what: str, scale: float) -> None:
+    for k in COUNT_FIELDS:
+        assert getattr(got, k) == getattr(want, k), f"{what}: {k} {getattr(got, k)} != {getattr(want, k)}"
+    for k in ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad", "max_ad", "min_x", "max_x", "m2_x"):
+        g, w = getattr(got, k), getattr(want, k)
+        assert g == w or math.isclose(g, w, rel_tol=1e-12), f"{what}: {k} {g!r} != {w!r}"
+    # The mean of signed values can cancel: relative to the magnitudes summed.
+    assert math.isclose(got.mean_x, want.mean_x, rel_tol=1e-12, abs_tol=1e-12 * scale), f"{what}: mean_x"
+
+
+def check_sums(x: torch.Tensor, fmt: str) -> None:
+    spec = kernels.parse(fmt)
+    q = kernels.fake_quantize(x, spec, backend="reference")
+    want = error_sums_ref(x, q, unit_bound(x, spec))
+    got = tmx.mx_sums(x, spec)
+    finite = x[torch.isfinite(x)].double()
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    assert_sums_equal(got, want, f"{fmt} {x.dtype} {tuple(x.shape)}", scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("elem", ELEMENTS)
+def test_sums_match_reference(elem, dtype):
+    x = heavy((130, 77), seed=7)
+    x[3, 4], x[5, 60], x[9, 1], x[100, 76] = math.nan, math.inf, -math.inf, 1e30
+    x = x.to(dtype)
+    for opts in ("block=32", "block=16,axis=0"):
+        check_sums(x, f"{elem}:{opts}")
+    for case in corner_cases().values():
+        c = as_dtype(case, dtype)
+        if c is not None:
+            check_sums(c, elem)
+
+
+@pytest.mark.parametrize("opts", ["scale=rceil,round=even", "flush_fp32_subnorms=true", "scale_bits=3", "minus_exp=1"])
+def test_sums_options(opts):
+    cases = corner_cases()
+    for name in ("f32_subnormals", "subnormal_amax_rows", "huge", "nan_in_block", "outliers"):
+        check_sums(cases[name], f"mxfp8_e4m3:{opts}")
+    check_sums(heavy((20, 100), seed=11).to(torch.bfloat16), f"mxint8:{opts}")
+
+
+def test_sums_many_programs_merge():
+    """Many programs (blocks of 1): the host merge of means and M2 stays exact to float64 rounding."""
+    x = heavy((64, 300), seed=5) + 1000.0  # a mean that dwarfs the spread
+    check_sums(x, "mxfp8_e5m2:block=1")
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_backend_selection():
+    spec = kernels.parse("mxfp8_e4m3")
+    assert backends.select("cpu", spec, "triton").name == "triton"
+    # Without a GPU it registers at priority -5: auto never picks it for CPU tensors.
+    if not torch.cuda.is_available():
+        assert backends.REGISTRY["triton"].priority < 0
+        assert backends.select("cpu", spec).name != "triton"
+    # Unsupported options: a reason, so auto falls back and an explicit request fails loudly.
+    for fmt in (
+        "mxfp8_e4m3:round=dither",
+        "mxfp8_e4m3:emulate=seed",
+        "mxfp8_e4m3:minus_exp=auto",
+        "hif8",
+        "mxfp8_e4m3:block=0",
+    ):
+        s = kernels.parse(fmt)
+        assert isinstance(backends.REGISTRY["triton"].check(torch.device("cuda"), s), str), fmt
+        with pytest.raises(backends.BackendError):
+            backends.select("cpu", s, "triton")
+        assert backends.select("cuda", s).name == "reference"
+    assert isinstance(backends.REGISTRY["triton"].check(torch.device("cuda"), kernels.parse("mxfp8_e4m3")), type(None))
+
+
+def test_check_refuses_cpu_outside_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "CUDA" in backends.REGISTRY["triton"].check(torch.device("cpu"), kernels.parse("mxfp8_e4m3"))
+
+
+def test_empty_and_scalar_inputs():
+    for x in (torch.zeros(0, 32), torch.tensor(3.0), torch.zeros(4, 0)):
+        if x.dim() == 0:
+            continue  # the reference itself has no axis -1 on a 0-d tensor
+        check(x, "mxfp8_e4m3")
+
+
+@pytest.mark.parametrize("blocked", ["None", "broken"])
+def test_import_kernels_without_triton(blocked):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        if {blocked!r} == "None":
+            sys.modules["triton"] = None
+        else:
+            class Broken:  # an installed triton whose import crashes (a driver/ABI mismatch)
+                def find_spec(self, name, path=None, target=None):
+                    if name == "triton" or name.startswith("triton."):
+                        raise RuntimeError("triton is broken")
+
+            sys.modules.pop("triton", None)
+            sys.meta_path.insert(0, Broken())
+        import torch, kernels
+        assert "triton" not in kernels.backends.REGISTRY
+        x = torch.randn(4, 64)
+        assert kernels.fake_quantize(x, "mxfp8_e4m3").shape == x.shape
+        print("ok")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+_CUDA_SCRIPT = """
+import math, torch, kernels
+from kernels.ranges import unit_bound
+from kernels.stats import error_sums_ref
+from kernels.triton.mx import mx_fake_quantize, mx_sums
+assert kernels.backends.select("cuda", kernels.parse("mxfp8_e4m3")).name == "triton"
+g = torch.Generator(device="cuda").manual_seed(0)
+for elem in ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8"):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        # Each (element, dtype, options) compiles two kernels: the extra options on one pair only.
+        extra = ("block=16,axis=0", "scale=rceil,round=even", "flush_fp32_subnorms=true")
+        for opts in ("block=32",) + (extra if (elem, dtype) == ("mxfp8_e4m3", torch.bfloat16) else ()):
+            x = torch.randn(1531, 4099, device="cuda", generator=g)
+            x = x * torch.exp2(torch.randint(-30, 30, x.shape, device="cuda", generator=g).float())
+            x[0, :5] = torch.tensor([math.nan, math.inf, -math.inf, 1e-40, -0.0])
+            x = x.to(dtype)
+            spec = kernels.parse(f"{elem}:{opts}")
+            want = kernels.fake_quantize(x, spec, backend="reference")
+            got = kernels.fake_quantize(x, spec)
+            same = (got.double() == want.double()) | (got.isnan() & want.isnan())
+            assert bool(same.all()), (elem, dtype, opts, int((~same).sum()))
+            s, r = mx_sums(x, spec), error_sums_ref(x, want, unit_bound(x, spec))
+            for k, v in r.as_dict().items():
+                w = getattr(s, k)
+                assert w == v or math.isclose(w, v, rel_tol=1e-10, abs_tol=1e-9), (elem, dtype, opts, k, w, v)
+print("ok")
+"""
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bit_exact_and_sums():
+    """Compiled for the GPU (a subprocess without TRITON_INTERPRET): large tensors, all elements and dtypes."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _CUDA_SCRIPT], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0 and "ok" in r.stdout, (r.stdout[-2000:], r.stderr[-4000:])
