@@ -178,3 +178,15 @@ class ProgressOnStderr:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class TensorLines:
+    """Progress as one stderr line per tensor (``command: tensor 3/40 name``), on a terminal only."""
+
+    def __init__(self, command: str, enabled: bool):
+        self.command = command
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if self.enabled:
+            err(f"{self.command}: tensor {done + 1}/{total} {name}")

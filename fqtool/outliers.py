@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from .options import (
     Output,
     OutputFormat,
     Quiet,
+    TensorLines,
     emit,
     err,
     handle_errors,
@@ -757,15 +757,6 @@ def to_csv(result: OutliersResult) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-class _Progress:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, name: str) -> None:
-        if self.enabled:
-            err(f"outliers: tensor {done + 1}/{total} {name}")
-
-
 def register(app: typer.Typer) -> None:
     @app.command(
         help="How heavy-tailed each tensor is, from its raw values: Smax/σ (max|x| / std), excess kurtosis, the "
@@ -835,7 +826,7 @@ def register(app: typer.Typer) -> None:
             result = run(
                 paths, sigmas=ks, channel_sigma=channel_sigma,
                 top_channels=top_channels, keep_channels=per_tensor, include=split_list(include),
-                exclude=split_list(exclude), device=device, progress=_Progress(not quiet),
+                exclude=split_list(exclude), device=device, progress=TensorLines("outliers", not quiet),
             )  # fmt: skip
         if json_file is not None:
             try:

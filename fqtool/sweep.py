@@ -48,7 +48,6 @@ import io
 import json
 import math
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,6 +80,7 @@ from .options import (
     Output,
     OutputFormat,
     Quiet,
+    TensorLines,
     emit,
     err,
     handle_errors,
@@ -1026,17 +1026,6 @@ def figure_dir(output_dir: Path | None, replot: Path | None, per_tensor: bool, p
     return None
 
 
-class _Progress:
-    """One line per tensor on stderr, on a terminal only."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, name: str) -> None:
-        if self.enabled:
-            err(f"sweep: tensor {done + 1}/{total} {name}")
-
-
 def register(app: typer.Typer) -> None:
     @app.command(
         help="The MX shared-exponent sweep: metrics at each offset k of the block exponent below each scale rule "
@@ -1099,7 +1088,7 @@ def register(app: typer.Typer) -> None:
             result = run(
                 paths, format, rules=parse_rules(rules), offsets=parse_offsets(offsets),
                 include=split_list(include), exclude=split_list(exclude), device=device, backend=backend,
-                progress=_Progress(not quiet),
+                progress=TensorLines("sweep", not quiet),
             )  # fmt: skip
         if json_file is not None:
             _write_json(result, json_file)
