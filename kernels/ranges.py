@@ -84,15 +84,11 @@ from .reference.hifx import _EPS as HIFX_EPS
 from .reference.hifx import _EPS_F16 as HIFX_EPS_F16
 from .reference.hifx import L1_MAX, _f64_exp2, _float_exp2, _level_exponents, _pow2_split
 from .reference.mx import (
-    AUTO_MINUS_EXP,
     SQRT2_UP,
-    ZERO_BLOCK_EXP,
     _exact_auto_offset,
     _exact_shared_exponent,
-    _seed_block_mean,
-    _seed_clamp,
-    _seed_dequant,
     _seed_scale,
+    _seed_shared_exponent,
     biased_exponent,
     exact_block_scale,
     f32_ceil,
@@ -329,23 +325,7 @@ def _mx_seed_bound(m, xb, el, spec, dims) -> torch.Tensor:
     scale, me, sb = spec["scale"], spec["minus_exp"], spec["scale_bits"]
     if scale not in ("floor", "ceil") and me is None:
         raise ValueError(f"scale={scale!r} has no seed counterpart; use emulate='exact'")
-    m = m + 2.0**ZERO_BLOCK_EXP * (m == 0).to(m.dtype)
-    lg = seed_log2(m)
-    if me is None and scale == "floor":
-        E = torch.floor(lg)
-    else:
-        E = torch.ceil(lg)
-        if isinstance(me, str):
-            # The seed's MSE choice between d = 0 and d = level (its own helpers, §2.3).
-            level = AUTO_MINUS_EXP[me]
-            s0 = _seed_scale(E, el, sb)
-            s1 = _seed_clamp(s0 - level, sb)
-            mse0 = _seed_block_mean((xb - _seed_dequant(xb, s0, el, "nearest", None)) ** 2, dims)
-            mse1 = _seed_block_mean((xb - _seed_dequant(xb, s1, el, "nearest", None)) ** 2, dims)
-            d = torch.where(mse1 < mse0, float(level), 0.0).to(E.dtype)
-            E = (torch.floor(lg) if me == "auto-fix" else E) - d
-        elif me is not None:
-            E = E - me
+    E = _seed_shared_exponent(xb, m, el, sb, scale, me, dims)  # the reference's own code
     X = torch.pow(2.0, _seed_scale(E, el, sb))  # NaN where s overflows: a NaN block
     # A 2^s that underflows the input dtype (float16) gives x/0 and 0·Inf: a NaN block too.
     b = torch.where(X == 0, math.nan, X * torch.full((), el.max_norm, dtype=X.dtype))

@@ -483,6 +483,26 @@ def _seed_block_mean(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return t
 
 
+def _seed_shared_exponent(xb, amax, elem, scale_bits, scale, minus_exp, dims):
+    """The seed's block exponent E (§2.3) in the input dtype from the block amax: floor or ceil of
+    its float log2, minus an integer ``minus_exp`` or the auto modes' per-block MSE choice."""
+    amax = amax + 2.0**ZERO_BLOCK_EXP * (amax == 0).to(amax.dtype)
+    lg = seed_log2(amax)
+    if minus_exp is None and scale == "floor":
+        return torch.floor(lg)
+    E = torch.ceil(lg)
+    if isinstance(minus_exp, str):
+        level = AUTO_MINUS_EXP[minus_exp]
+        s0 = _seed_scale(E, elem, scale_bits)
+        # The seed subtracts the level from the already clamped s0 and clamps again.
+        s1 = _seed_clamp(s0 - level, scale_bits)
+        mse0 = _seed_block_mean((xb - _seed_dequant(xb, s0, elem, "nearest", None)) ** 2, dims)
+        mse1 = _seed_block_mean((xb - _seed_dequant(xb, s1, elem, "nearest", None)) ** 2, dims)
+        d = torch.where(mse1 < mse0, float(level), 0.0).to(E.dtype)
+        return (torch.floor(lg) if minus_exp == "auto-fix" else E) - d
+    return E if minus_exp is None else E - minus_exp
+
+
 def _quantize_mx_seed(x, elem, scale_bits, axes, block, round, scale, minus_exp, method, flush, generator):
     if scale not in ("floor", "ceil") and minus_exp is None:
         raise ValueError(f"scale={scale!r} has no seed counterpart; use emulate='exact'")
@@ -494,23 +514,7 @@ def _quantize_mx_seed(x, elem, scale_bits, axes, block, round, scale, minus_exp,
     else:
         dims = b.reduce_dims
         amax = xb.abs().amax(dim=dims, keepdim=True)
-    amax = amax + 2.0**ZERO_BLOCK_EXP * (amax == 0).to(amax.dtype)
-    lg = seed_log2(amax)
-    if minus_exp is None and scale == "floor":
-        E = torch.floor(lg)
-    else:
-        E = torch.ceil(lg)
-        if isinstance(minus_exp, str):
-            level = AUTO_MINUS_EXP[minus_exp]
-            s0 = _seed_scale(E, elem, scale_bits)
-            # The seed subtracts the level from the already clamped s0 and clamps again.
-            s1 = _seed_clamp(s0 - level, scale_bits)
-            mse0 = _seed_block_mean((xb - _seed_dequant(xb, s0, elem, "nearest", None)) ** 2, dims)
-            mse1 = _seed_block_mean((xb - _seed_dequant(xb, s1, elem, "nearest", None)) ** 2, dims)
-            d = torch.where(mse1 < mse0, float(level), 0.0).to(E.dtype)
-            E = (torch.floor(lg) if minus_exp == "auto-fix" else E) - d
-        elif minus_exp is not None:
-            E = E - minus_exp
+    E = _seed_shared_exponent(xb, amax, elem, scale_bits, scale, minus_exp, dims)
     if flush:
         xb = xb * (E > -127).to(xb.dtype)
     s = _seed_scale(E, elem, scale_bits)
