@@ -100,7 +100,8 @@ def analyze_tensor(
         x = x.to(torch.float32)
     per_format, stats = [], None
     for spec in specs:
-        sums = quantize_with_sums(x, spec, backend=backend)[1]  # drop q now: peak memory is x + one q
+        # The input's own moments do not depend on the format: computed with the first one only.
+        sums = quantize_with_sums(x, spec, backend=backend, input_stats=stats is None)[1]  # q dropped now
         per_format.append(metrics.compute(sums))
         if stats is None:
             stats = metrics.tensor_stats(sums)

@@ -71,7 +71,9 @@ class ErrorSums:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def error_sums_ref(x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None = None) -> ErrorSums:
+def error_sums_ref(
+    x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None = None, *, input_stats: bool = True
+) -> ErrorSums:
     """The error sums of ``q = fake_quantize(x, ...)``; ``bound`` (same shape as x, or None for
     "never clips") is the largest magnitude each element's scaling unit can represent."""
     if x.shape != q.shape:
@@ -97,7 +99,7 @@ def error_sums_ref(x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None 
         sum_ad=float(d.abs().sum()),
         max_ad=float(d.abs().max()) if d.numel() else 0.0,
         flushed=int((fx & (x64 != 0) & (q64 == 0)).sum()),
-        nx=int(xf.numel()),
+        nx=int(xf.numel()) if input_stats else 0,
     )
     if bound is not None:
         b = bound.detach().reshape(-1).double()
@@ -110,12 +112,14 @@ def error_sums_ref(x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None 
     return s
 
 
-def error_sums(x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None = None) -> ErrorSums:
+def error_sums(
+    x: torch.Tensor, q: torch.Tensor, bound: torch.Tensor | None = None, *, input_stats: bool = True
+) -> ErrorSums:
     """:func:`error_sums_ref`'s sums: on the CPU computed with numpy (several times faster; the
     same counts, sums equal to float64 rounding), elsewhere by the reference on the device."""
     if x.device.type == "cpu":
-        return _sums_np(x, q, bound)
-    return error_sums_ref(x, q, bound)
+        return _sums_np(x, q, bound, input_stats)
+    return error_sums_ref(x, q, bound, input_stats=input_stats)
 
 
 def quantize_with_sums(
@@ -124,12 +128,15 @@ def quantize_with_sums(
     *,
     backend: str = "auto",
     generator: torch.Generator | None = None,
+    input_stats: bool = True,
 ) -> tuple[torch.Tensor, ErrorSums]:
     """``q = fake_quantize(x, fmt)`` and its :class:`ErrorSums` (with the clipped count).
 
     On the CPU the sums run on cache-sized pieces in the worker pool (``kernels.chunked``), each a
     set of whole scaling units so the clip bound of a piece is its units' own; elsewhere they run
-    as :func:`error_sums_ref` on the device.
+    as :func:`error_sums_ref` on the device. ``input_stats=False`` skips the input's own moments
+    (nx, mean_x, m2_x, min_x, max_x stay empty): they do not depend on the format, so a caller
+    running several formats on one tensor needs them once.
     """
     from . import fake_quantize
     from .ranges import unit_bound
@@ -137,11 +144,11 @@ def quantize_with_sums(
     spec = parse(fmt)
     q = fake_quantize(x, spec, backend=backend, generator=generator)
     if x.device.type != "cpu":
-        return q, error_sums_ref(x, q, unit_bound(x, spec))
-    return q, _sums_cpu(x, q, spec)
+        return q, error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
+    return q, _sums_cpu(x, q, spec, input_stats)
 
 
-def _sums_cpu(x: torch.Tensor, q: torch.Tensor, spec: FormatSpec) -> ErrorSums:
+def _sums_cpu(x: torch.Tensor, q: torch.Tensor, spec: FormatSpec, input_stats: bool = True) -> ErrorSums:
     from . import chunked
     from .ranges import unit_bound
 
@@ -151,7 +158,7 @@ def _sums_cpu(x: torch.Tensor, q: torch.Tensor, spec: FormatSpec) -> ErrorSums:
         kind = "axis" if unit else "elementwise"
 
     def piece(xp: torch.Tensor, qp: torch.Tensor, sp: FormatSpec) -> ErrorSums:
-        return _sums_np(xp, qp, unit_bound(xp, sp, amax))
+        return _sums_np(xp, qp, unit_bound(xp, sp, amax), input_stats)
 
     if x.numel() < chunked.MIN_SPLIT_ELEMS:
         return piece(x, q, spec)
@@ -186,7 +193,7 @@ def _np32(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).contiguous().numpy()
 
 
-def _sums_np(xt: torch.Tensor, qt: torch.Tensor, bound: torch.Tensor | None) -> ErrorSums:
+def _sums_np(xt: torch.Tensor, qt: torch.Tensor, bound: torch.Tensor | None, input_stats: bool = True) -> ErrorSums:
     """:func:`error_sums_ref` on one CPU piece, in numpy (whose comparisons and float64 dot
     products are many times faster than torch's on this kind of CPU)."""
     x = _np32(xt)
@@ -196,10 +203,10 @@ def _sums_np(xt: torch.Tensor, qt: torch.Tensor, bound: torch.Tensor | None) -> 
         fx_all = bool(np.isfinite(x.sum(dtype=np.float64)))
         fq_all = bool(np.isfinite(q.sum(dtype=np.float64)))
     if fx_all and fq_all:  # the common case: every element finite, no masks needed
-        return _finite_sums(x, q, b)
+        return _finite_sums(x, q, b, input_stats)
     fx, fq = np.isfinite(x), np.isfinite(q)
     both = fx & fq
-    s = _finite_sums(x[both], q[both], None)  # the error sums over the finite pairs
+    s = _finite_sums(x[both], q[both], None, input_stats=False)  # the error sums over the finite pairs
     s.numel = x.size
     s.nan_in = int(np.count_nonzero(np.isnan(x)))
     s.inf_in = x.size - int(np.count_nonzero(fx)) - s.nan_in
@@ -207,15 +214,16 @@ def _sums_np(xt: torch.Tensor, qt: torch.Tensor, bound: torch.Tensor | None) -> 
     s.inf_out = q.size - int(np.count_nonzero(fq)) - s.nan_out
     s.flushed = int(np.count_nonzero(fx & (x != 0) & (q == 0)))
     s.clipped = 0 if b is None else int(np.count_nonzero(fx & (np.abs(x) > b)))
-    xs = _finite_sums(x[fx], x[fx], None)  # the input's statistics over its finite elements
-    s.nx, s.mean_x, s.m2_x, s.min_x, s.max_x = xs.nx, xs.mean_x, xs.m2_x, xs.min_x, xs.max_x
+    if input_stats:
+        xs = _finite_sums(x[fx], x[fx], None)  # the input's statistics over its finite elements
+        s.nx, s.mean_x, s.m2_x, s.min_x, s.max_x = xs.nx, xs.mean_x, xs.m2_x, xs.min_x, xs.max_x
     return s
 
 
-def _finite_sums(x: np.ndarray, q: np.ndarray, b: np.ndarray | None) -> ErrorSums:
+def _finite_sums(x: np.ndarray, q: np.ndarray, b: np.ndarray | None, input_stats: bool = True) -> ErrorSums:
     """The sums for arrays whose elements are all finite (``b``: the clip bound, or None)."""
     n = x.size
-    s = ErrorSums(numel=n, n=n, nx=n)
+    s = ErrorSums(numel=n, n=n, nx=n if input_stats else 0)
     if n == 0:
         return s
     x64, q64, d, a32, m1, m2 = _buffers(n)
@@ -243,6 +251,8 @@ def _finite_sums(x: np.ndarray, q: np.ndarray, b: np.ndarray | None) -> ErrorSum
         np.abs(x, out=ab)
         np.greater(ab, b, out=m1.reshape(x.shape))
         s.clipped = int(np.count_nonzero(m1))
+    if not input_stats:
+        return s
     s.mean_x = float(x64.sum()) / n
     x64 -= s.mean_x
     s.m2_x = float(torch.dot(tx, tx))

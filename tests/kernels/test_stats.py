@@ -121,3 +121,16 @@ def test_public_error_sums_equals_the_reference():
     q = kernels.fake_quantize(x, "mxfp4_e2m1")
     bound = kernels.ranges.unit_bound(x, "mxfp4_e2m1")
     assert_same_sums(error_sums(x, q, bound), error_sums_ref(x, q, bound))
+
+
+@pytest.mark.parametrize("case", ["plain", "specials", "bf16"])
+def test_input_stats_can_be_skipped_without_changing_the_error_sums(small_pieces, case):
+    x = _cases()[case]
+    _, full = quantize_with_sums(x, "nvfp4")
+    _, lean = quantize_with_sums(x, "nvfp4", input_stats=False)
+    assert full.nx > 0 and lean.nx == 0 and lean.m2_x == 0 and lean.min_x == math.inf
+    for f in COUNTS + SUMS:
+        if f not in ("nx", "mean_x", "m2_x", "min_x", "max_x"):
+            assert getattr(lean, f) == getattr(full, f), f
+    ref = error_sums_ref(x, kernels.fake_quantize(x, "nvfp4"), input_stats=False)
+    assert ref.nx == 0 and ref.n == full.n
