@@ -36,19 +36,17 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.mx import SQRT2_UP, MXElement, resolve_mx_element
 from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
 
-__all__ = ["unsupported_reason", "mx_fake_quantize", "mx_sums"]
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "mx_fake_quantize", "mx_sums"]
+
+FAMILIES = ("mx",)
 
 _RULES = ("floor", "ceil", "rceil", "even", "carry")
 _ROUNDS = ("nearest", "even", "floor")
-_IN_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 #: Elements per program (blocks per program = this / padded block length, at least 1).
 TILE_ELEMS = 4096
 MAX_BLOCK = 8192
-#: Per-program int32 counters, in this order.
-COUNTS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
-#: Per-program float64 partials, in this order.
-FSUMS = ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad", "max_ad", "mean_x", "m2_x", "min_x", "max_x")
 
 
 def _element_ok(el: MXElement) -> bool:
@@ -77,36 +75,6 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 # --------------------------------------------------------------------------- device code
-
-
-@triton.jit
-def _pow2(e):
-    """2^e as float32 for int32 e in [-149, 127] (subnormal powers built as such)."""
-    normal = (tl.maximum(e, -126) + 127) << 23
-    sub = 1 << tl.minimum(tl.maximum(e + 149, 0), 22)
-    return tl.where(e >= -126, normal, sub).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _bf16_bits(f):
-    """float32 -> bfloat16 bits (RNE, NaN kept quiet) as int32 in [0, 0xFFFF]."""
-    b = f.to(tl.int32, bitcast=True)
-    m = b & 0x7FFFFFFF
-    sign = (b ^ m) >> 16 & 0xFFFF
-    r = (m + 0x7FFF + ((m >> 16) & 1)) >> 16
-    r = tl.where(m > 0x7F800000, 0x7FC0, r)
-    return r | sign
-
-
-@triton.jit
-def _round_out(f, OUT_KIND: tl.constexpr):
-    """``f`` (float32) as the output dtype rounds it, back in float32."""
-    if OUT_KIND == 1:
-        return (_bf16_bits(f) << 16).to(tl.float32, bitcast=True)
-    elif OUT_KIND == 2:
-        return f.to(tl.float16).to(tl.float32)
-    else:
-        return f
 
 
 @triton.jit
@@ -140,13 +108,7 @@ def _mx_tile(
     cols = col[:, None] + k[None, :]
     valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
     offs = row[:, None] * L + cols
-    if IN_KIND == 1:
-        v = tl.load(x_ptr + offs, mask=valid, other=0)
-        x = ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
-    elif IN_KIND == 2:
-        x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-    else:
-        x = tl.load(x_ptr + offs, mask=valid, other=0.0)
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
     xb = x.to(tl.int32, bitcast=True)
     ab = xb & 0x7FFFFFFF
     sign = xb ^ ab
@@ -167,8 +129,8 @@ def _mx_tile(
     if EVEN_RULE:
         nanb = nanb | (E > 127)
     s = tl.minimum(tl.maximum(s, -SCALE_EMAX), SCALE_EMAX)
-    X = _pow2(s)
-    inv = _pow2(-s)
+    X = pow2(s)
+    inv = pow2(-s)
     if FLUSH:
         flushb = E <= -127  # §2.3 step 3: the block becomes +0
     else:
@@ -234,13 +196,7 @@ def _mx_fq_kernel(
         x_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM,
         SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH,
     )  # fmt: skip
-    if IN_KIND == 1:
-        h = _bf16_bits(q)
-        tl.store(out_ptr + offs, tl.where(h >= 32768, h - 65536, h).to(tl.int16), mask=valid)
-    elif IN_KIND == 2:
-        tl.store(out_ptr + offs, q.to(tl.float16), mask=valid)
-    else:
-        tl.store(out_ptr + offs, q, mask=valid)
+    store_out(out_ptr, offs, q, valid, IN_KIND)
 
 
 @triton.jit
@@ -272,50 +228,7 @@ def _mx_sums_kernel(
         x_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM,
         SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH,
     )  # fmt: skip
-    q = _round_out(q, IN_KIND)
-    bnd = _round_out(bound, IN_KIND)[:, None]
-    xa = tl.abs(x)
-    qa = tl.abs(q)
-    x_nan = valid & (x != x)
-    x_inf = valid & (xa == float("inf"))
-    q_nan = valid & (q != q)
-    q_inf = valid & (qa == float("inf"))
-    fx = valid & (xa < float("inf"))  # false for NaN too
-    fq = valid & (qa < float("inf"))
-    both = fx & fq
-    clipped = fx & (xa > bnd)
-    flushed = fx & (x != 0.0) & (q == 0.0)
-    base = pid.to(tl.int64) * 9
-    tl.store(cnt_ptr + base + 0, tl.sum(tl.sum(valid.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 1, tl.sum(tl.sum(x_nan.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 2, tl.sum(tl.sum(x_inf.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 3, tl.sum(tl.sum(q_nan.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 4, tl.sum(tl.sum(q_inf.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 5, tl.sum(tl.sum(both.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 6, tl.sum(tl.sum(clipped.to(tl.int32), axis=1), axis=0))
-    tl.store(cnt_ptr + base + 7, tl.sum(tl.sum(flushed.to(tl.int32), axis=1), axis=0))
-    nx = tl.sum(tl.sum(fx.to(tl.int32), axis=1), axis=0)
-    tl.store(cnt_ptr + base + 8, nx)
-
-    x64 = tl.where(both, x, 0.0).to(tl.float64)
-    q64 = tl.where(both, q, 0.0).to(tl.float64)
-    d = q64 - x64  # exact in float64
-    ad = tl.abs(d)
-    fb = pid.to(tl.int64) * 10
-    tl.store(sum_ptr + fb + 0, tl.sum(tl.sum(x64 * x64, axis=1), axis=0))
-    tl.store(sum_ptr + fb + 1, tl.sum(tl.sum(q64 * q64, axis=1), axis=0))
-    tl.store(sum_ptr + fb + 2, tl.sum(tl.sum(x64 * q64, axis=1), axis=0))
-    tl.store(sum_ptr + fb + 3, tl.sum(tl.sum(d * d, axis=1), axis=0))
-    tl.store(sum_ptr + fb + 4, tl.sum(tl.sum(ad, axis=1), axis=0))
-    tl.store(sum_ptr + fb + 5, tl.max(tl.max(ad, axis=1), axis=0))
-    # The input's moments over its finite elements: mean and M2 around this program's mean.
-    xf = tl.where(fx, x, 0.0).to(tl.float64)
-    mean = tl.sum(tl.sum(xf, axis=1), axis=0) / tl.maximum(nx, 1).to(tl.float64)
-    dev = tl.where(fx, xf - mean, 0.0)
-    tl.store(sum_ptr + fb + 6, mean)
-    tl.store(sum_ptr + fb + 7, tl.sum(tl.sum(dev * dev, axis=1), axis=0))
-    tl.store(sum_ptr + fb + 8, tl.min(tl.min(tl.where(fx, x, float("inf")), axis=1), axis=0).to(tl.float64))
-    tl.store(sum_ptr + fb + 9, tl.max(tl.max(tl.where(fx, x, float("-inf")), axis=1), axis=0).to(tl.float64))
+    stats_store(x, round_out(q, IN_KIND), valid, round_out(bound, IN_KIND)[:, None], cnt_ptr, sum_ptr, pid)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -342,7 +255,7 @@ def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
         BLOCK=block,
         BP2=bp2,
         BPP=max(1, TILE_ELEMS // bp2),
-        IN_KIND=_IN_KIND[dtype],
+        IN_KIND=IN_KIND[dtype],
         IS_INT=el.is_int,
         M=el.man_bits,
         EMIN=el.emin,
@@ -361,7 +274,7 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
     why = unsupported_reason(spec)
     if why:
         raise ValueError(why)
-    if x.dtype not in _IN_KIND:
+    if x.dtype not in IN_KIND:
         raise TypeError(f"the triton MX kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
@@ -369,10 +282,6 @@ def _rows_view(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int]:
     """x with the blocked axis moved last, contiguous; the axis index."""
     axis = spec["axis"] % x.dim()
     return x.movedim(axis, -1).contiguous(), axis
-
-
-def _in_arg(xm: torch.Tensor) -> torch.Tensor:
-    return xm.view(torch.int16) if xm.dtype == torch.bfloat16 else xm
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
@@ -393,11 +302,11 @@ def mx_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
     c = _constants(spec, x.dtype)
     out = torch.empty_like(xm)
     n_blocks, nblk, L, programs = _grid(xm, c)
-    _mx_fq_kernel[(programs,)](_in_arg(xm), _in_arg(out), n_blocks, nblk, L, **c)
+    _mx_fq_kernel[(programs,)](in_arg(xm), in_arg(out), n_blocks, nblk, L, **c)
     return out.movedim(-1, axis).contiguous()
 
 
-def mx_sums(x: torch.Tensor, spec: FormatSpec) -> ErrorSums:
+def mx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
     ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size."""
     _check(x, spec)
@@ -406,32 +315,14 @@ def mx_sums(x: torch.Tensor, spec: FormatSpec) -> ErrorSums:
         from ..reference import fake_quantize_ref
         from ..stats import error_sums_ref
 
-        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec))
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xm, _ = _rows_view(x.detach(), spec)
     c = _constants(spec, x.dtype)
     n_blocks, nblk, L, programs = _grid(xm, c)
-    cnt = torch.empty((programs, len(COUNTS)), dtype=torch.int32, device=x.device)
-    sums = torch.empty((programs, len(FSUMS)), dtype=torch.float64, device=x.device)
-    _mx_sums_kernel[(programs,)](_in_arg(xm), cnt, sums, n_blocks, nblk, L, **c)
-    return _reduce(cnt, sums)
+    cnt, sums = partials(programs, x.device)
+    _mx_sums_kernel[(programs,)](in_arg(xm), cnt, sums, n_blocks, nblk, L, **c)
+    return reduce(cnt, sums, input_stats)
 
 
-def _reduce(cnt: torch.Tensor, sums: torch.Tensor) -> ErrorSums:
-    """Merge the per-program partials in float64: the counts and sums add, the moments by the
-    parallel form of Chan et al.'s formula (M2 = sum M2_i + sum n_i (mean_i - mean)^2)."""
-    c = cnt.to(torch.int64).sum(0).tolist()
-    out = ErrorSums(**dict(zip(COUNTS, c, strict=True)))
-    n_i = cnt[:, COUNTS.index("nx")].to(torch.float64)
-    f = {k: sums[:, i] for i, k in enumerate(FSUMS)}
-    for k in ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad"):
-        setattr(out, k, float(f[k].sum()))
-    out.max_ad = float(f["max_ad"].max())
-    if out.nx:
-        mean = float((n_i * f["mean_x"]).sum()) / out.nx
-        out.mean_x = mean
-        out.m2_x = float((f["m2_x"] + n_i * (f["mean_x"] - mean) ** 2).sum())
-        out.min_x = float(f["min_x"].min())
-        out.max_x = float(f["max_x"].max())
-    if out.n == 0:
-        out.max_ad = 0.0
-    return out
+fake_quantize = mx_fake_quantize
+sums = mx_sums

@@ -8,86 +8,38 @@ The CUDA test runs in a subprocess without the variable, so it compiles for the 
 
 from __future__ import annotations
 
-import os
-import sys
+import triton_support  # first: it sets TRITON_INTERPRET=1 before triton loads
 
-_WAS_LOADED = ("triton" in sys.modules or "kernels.triton.mx" in sys.modules) and os.environ.get(
-    "TRITON_INTERPRET"
-) != "1"
-os.environ["TRITON_INTERPRET"] = "1"
+# isort: split
 
 import math  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import textwrap  # noqa: E402
-import warnings  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
 from golden import case_files, contract, load, needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, check, check_sums, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
-from kernels.ranges import unit_bound  # noqa: E402
-from kernels.stats import ErrorSums, error_sums_ref  # noqa: E402
 
-pytest.importorskip("triton")
-if "triton" not in backends.REGISTRY:
-    pytest.skip("the triton backend did not register (triton is broken here)", allow_module_level=True)
-if _WAS_LOADED:
-    pytest.skip("triton was imported before this module could ask for its interpreter (TRITON_INTERPRET=1)",
-                allow_module_level=True)  # fmt: skip
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
 
 from kernels.triton import mx as tmx  # noqa: E402
 
 ELEMENTS = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8"]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-COUNT_FIELDS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
 
 
 @pytest.fixture(autouse=True)
 def _quiet_interpreter():
-    # The interpreter runs numpy, which warns about the float overflows the kernels rely on
-    # (Inf·2^64 for a NaN/Inf block's amax), where the GPU silently gives Inf.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
-
-
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    """Bit patterns as int64, every NaN mapped to one pattern (NaN == NaN; ±0 stay distinct)."""
-    i = t.view({2: torch.int16, 4: torch.int32}[t.element_size()]).to(torch.int64)
-    return torch.where(torch.isnan(t), torch.full_like(i, -(2**40)), i)
-
-
-def assert_same(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
-    assert got.dtype == want.dtype and got.shape == want.shape, what
-    bad = _bits(got) != _bits(want)
-    if bad.any():
-        idx = bad.flatten().nonzero().flatten()[:5].tolist()
-        g, w = got.flatten(), want.flatten()
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} differ: " + ", ".join(f"[{i}] {g[i]!r} vs {w[i]!r}" for i in idx)
-        )
-
-
-def check(x: torch.Tensor, fmt: str) -> None:
-    spec = kernels.parse(fmt)
-    before = x.clone()
-    got = kernels.fake_quantize(x, spec, backend="triton")
-    assert_same(got, kernels.fake_quantize(x, spec, backend="reference"), f"{fmt} {x.dtype} {tuple(x.shape)}")
-    assert torch.equal(_bits(x), _bits(before)), "input modified"
-
-
-def heavy(shape, seed: int) -> torch.Tensor:
-    """Heavy-tailed values over ~40 binades, exact ties, zeros and a few outliers."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g) * torch.exp2(torch.randint(-20, 20, shape, generator=g).float())
-    ties = (torch.randint(0, 64, shape, generator=g).float() + 0.5) / 8
-    pick = torch.rand(shape, generator=g)
-    x = torch.where(pick < 0.2, ties, x)
-    x = torch.where(pick > 0.97, 0.0, x)
-    return torch.where(pick > 0.995, x * 1e4, x)
+    w = triton_support.quiet()
+    yield
+    w.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- bit-exactness
@@ -199,26 +151,6 @@ def test_golden_contract_mx_entries():
 
 
 # --------------------------------------------------------------------------- fused sums
-
-
-def assert_sums_equal(got: ErrorSums, want: ErrorSums, what: str, scale: float) -> None:
-    for k in COUNT_FIELDS:
-        assert getattr(got, k) == getattr(want, k), f"{what}: {k} {getattr(got, k)} != {getattr(want, k)}"
-    for k in ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad", "max_ad", "min_x", "max_x", "m2_x"):
-        g, w = getattr(got, k), getattr(want, k)
-        assert g == w or math.isclose(g, w, rel_tol=1e-12), f"{what}: {k} {g!r} != {w!r}"
-    # The mean of signed values can cancel: relative to the magnitudes summed.
-    assert math.isclose(got.mean_x, want.mean_x, rel_tol=1e-12, abs_tol=1e-12 * scale), f"{what}: mean_x"
-
-
-def check_sums(x: torch.Tensor, fmt: str) -> None:
-    spec = kernels.parse(fmt)
-    q = kernels.fake_quantize(x, spec, backend="reference")
-    want = error_sums_ref(x, q, unit_bound(x, spec))
-    got = tmx.mx_sums(x, spec)
-    finite = x[torch.isfinite(x)].double()
-    scale = float(finite.abs().max()) if finite.numel() else 0.0
-    assert_sums_equal(got, want, f"{fmt} {x.dtype} {tuple(x.shape)}", scale)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -1,0 +1,197 @@
+"""What every Triton kernel family shares: float bit helpers, typed loads and stores, and the
+fused statistics epilogue with its host-side merge.
+
+A family's fused kernel computes, per program, a 2-D tile ``x`` (the input as float32), ``q``
+(its fake quantization as float32, already rounded as the output dtype rounds it), ``valid``
+(the tile's in-bounds mask) and the clip bound of each element (anything that broadcasts
+against the tile; +Inf for "never clips", NaN counts nothing), then calls
+:func:`stats_store`. The launcher allocates the partials with :func:`partials` and merges
+them with :func:`reduce` into a :class:`kernels.stats.ErrorSums`
+equal to ``error_sums_ref(x, q, unit_bound(x, spec))``: the counts exactly, the sums to float64
+rounding (they are float64 per program, and only their order differs).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..stats import ErrorSums
+
+__all__ = [
+    "IN_KIND",
+    "COUNTS",
+    "FSUMS",
+    "pow2",
+    "bf16_bits",
+    "round_out",
+    "load_f32",
+    "store_out",
+    "stats_store",
+    "in_arg",
+    "partials",
+    "reduce",
+    "out_kind",
+]
+
+#: Input/output dtype -> the kind code the kernels take as a constexpr.
+IN_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+#: Per-program int32 counters, in this order.
+COUNTS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
+#: Per-program float64 partials, in this order.
+FSUMS = ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad", "max_ad", "mean_x", "m2_x", "min_x", "max_x")
+
+
+def out_kind(dtype: torch.dtype) -> int:
+    """The kind code of an output dtype (float32, bfloat16 or float16)."""
+    return IN_KIND[dtype]
+
+
+@triton.jit
+def pow2(e):
+    """2^e as float32 for int32 e in [-149, 127] (subnormal powers built as such)."""
+    normal = (tl.maximum(e, -126) + 127) << 23
+    sub = 1 << tl.minimum(tl.maximum(e + 149, 0), 22)
+    return tl.where(e >= -126, normal, sub).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def bf16_bits(f):
+    """float32 -> bfloat16 bits (RNE, NaN kept quiet) as int32 in [0, 0xFFFF]."""
+    b = f.to(tl.int32, bitcast=True)
+    m = b & 0x7FFFFFFF
+    sign = (b ^ m) >> 16 & 0xFFFF
+    r = (m + 0x7FFF + ((m >> 16) & 1)) >> 16
+    r = tl.where(m > 0x7F800000, 0x7FC0, r)
+    return r | sign
+
+
+@triton.jit
+def round_out(f, OUT_KIND: tl.constexpr):
+    """``f`` (float32) as the output dtype rounds it (exactly torch's ``.to(dtype)``), in float32."""
+    if OUT_KIND == 1:
+        return (bf16_bits(f) << 16).to(tl.float32, bitcast=True)
+    elif OUT_KIND == 2:
+        return f.to(tl.float16).to(tl.float32)
+    else:
+        return f
+
+
+@triton.jit
+def load_f32(ptr, offs, mask, IN_KIND: tl.constexpr):
+    """Elements of a float32 / bfloat16 (passed as int16, see :func:`in_arg`) / float16 tensor
+    as float32; masked-off lanes read 0."""
+    if IN_KIND == 1:
+        v = tl.load(ptr + offs, mask=mask, other=0)
+        return ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
+    elif IN_KIND == 2:
+        return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.load(ptr + offs, mask=mask, other=0.0)
+
+
+@triton.jit
+def store_out(ptr, offs, q, mask, OUT_KIND: tl.constexpr):
+    """Store float32 ``q`` rounded to the output dtype (bfloat16 through int16, RNE on the bits)."""
+    if OUT_KIND == 1:
+        h = bf16_bits(q)
+        tl.store(ptr + offs, tl.where(h >= 32768, h - 65536, h).to(tl.int16), mask=mask)
+    elif OUT_KIND == 2:
+        tl.store(ptr + offs, q.to(tl.float16), mask=mask)
+    else:
+        tl.store(ptr + offs, q, mask=mask)
+
+
+@triton.jit
+def _sum2(v):
+    return tl.sum(tl.sum(v, axis=1), axis=0)
+
+
+@triton.jit
+def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid):
+    """Write this program's counts (int32, ``COUNTS``) and float64 partials (``FSUMS``) of the
+    2-D tile: x, q float32 (q rounded as the output dtype), ``bound`` broadcastable to the tile."""
+    xa = tl.abs(x)
+    qa = tl.abs(q)
+    x_nan = valid & (x != x)
+    x_inf = valid & (xa == float("inf"))
+    q_nan = valid & (q != q)
+    q_inf = valid & (qa == float("inf"))
+    fx = valid & (xa < float("inf"))  # false for NaN too
+    fq = valid & (qa < float("inf"))
+    both = fx & fq
+    clipped = fx & (xa > bound)
+    flushed = fx & (x != 0.0) & (q == 0.0)
+    base = pid.to(tl.int64) * 9
+    tl.store(cnt_ptr + base + 0, _sum2(valid.to(tl.int32)))
+    tl.store(cnt_ptr + base + 1, _sum2(x_nan.to(tl.int32)))
+    tl.store(cnt_ptr + base + 2, _sum2(x_inf.to(tl.int32)))
+    tl.store(cnt_ptr + base + 3, _sum2(q_nan.to(tl.int32)))
+    tl.store(cnt_ptr + base + 4, _sum2(q_inf.to(tl.int32)))
+    tl.store(cnt_ptr + base + 5, _sum2(both.to(tl.int32)))
+    tl.store(cnt_ptr + base + 6, _sum2(clipped.to(tl.int32)))
+    tl.store(cnt_ptr + base + 7, _sum2(flushed.to(tl.int32)))
+    nx = _sum2(fx.to(tl.int32))
+    tl.store(cnt_ptr + base + 8, nx)
+
+    x64 = tl.where(both, x, 0.0).to(tl.float64)
+    q64 = tl.where(both, q, 0.0).to(tl.float64)
+    d = q64 - x64  # exact in float64
+    ad = tl.abs(d)
+    fb = pid.to(tl.int64) * 10
+    tl.store(sum_ptr + fb + 0, _sum2(x64 * x64))
+    tl.store(sum_ptr + fb + 1, _sum2(q64 * q64))
+    tl.store(sum_ptr + fb + 2, _sum2(x64 * q64))
+    tl.store(sum_ptr + fb + 3, _sum2(d * d))
+    tl.store(sum_ptr + fb + 4, _sum2(ad))
+    tl.store(sum_ptr + fb + 5, tl.max(tl.max(ad, axis=1), axis=0))
+    # The input's moments over its finite elements: mean and M2 around this program's mean.
+    xf = tl.where(fx, x, 0.0).to(tl.float64)
+    mean = _sum2(xf) / tl.maximum(nx, 1).to(tl.float64)
+    dev = tl.where(fx, xf - mean, 0.0)
+    tl.store(sum_ptr + fb + 6, mean)
+    tl.store(sum_ptr + fb + 7, _sum2(dev * dev))
+    tl.store(sum_ptr + fb + 8, tl.min(tl.min(tl.where(fx, x, float("inf")), axis=1), axis=0).to(tl.float64))
+    tl.store(sum_ptr + fb + 9, tl.max(tl.max(tl.where(fx, x, float("-inf")), axis=1), axis=0).to(tl.float64))
+
+
+# --------------------------------------------------------------------------- host side
+
+
+def in_arg(t: torch.Tensor) -> torch.Tensor:
+    """What a kernel takes for ``t``: bfloat16 travels as int16 (the kernels widen the bits)."""
+    return t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+
+
+def partials(programs: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (counts, sums) buffers of :func:`stats_store` for ``programs`` programs."""
+    cnt = torch.empty((programs, len(COUNTS)), dtype=torch.int32, device=device)
+    sums = torch.empty((programs, len(FSUMS)), dtype=torch.float64, device=device)
+    return cnt, sums
+
+
+def reduce(cnt: torch.Tensor, sums: torch.Tensor, input_stats: bool = True) -> ErrorSums:
+    """Merge the per-program partials in float64: the counts and sums add, the moments by the
+    parallel form of Chan et al.'s formula (M2 = sum M2_i + sum n_i (mean_i - mean)^2).
+
+    The merge runs on the partials' device and crosses to the host once. ``input_stats=False``
+    leaves the input's moments empty, like ``error_sums_ref(..., input_stats=False)``."""
+    c = cnt.to(torch.int64).sum(0)
+    n_i = cnt[:, COUNTS.index("nx")].to(torch.float64)
+    f = {k: sums[:, i] for i, k in enumerate(FSUMS)}
+    nx = n_i.sum()
+    mean = (n_i * f["mean_x"]).sum() / nx.clamp(min=1)
+    m2 = (f["m2_x"] + n_i * (f["mean_x"] - mean) ** 2).sum()
+    add = torch.stack([f[k].sum() for k in ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad")])
+    tail = torch.stack([f["max_ad"].max(), mean, m2, f["min_x"].min(), f["max_x"].max()])
+    counts = c.tolist()
+    floats = torch.cat([add, tail]).tolist()  # the one device -> host transfer of the floats
+    out = ErrorSums(**dict(zip(COUNTS, counts, strict=True)))
+    out.sum_x2, out.sum_q2, out.sum_xq, out.sum_d2, out.sum_ad = floats[:5]
+    out.max_ad = floats[5] if out.n else 0.0
+    if not input_stats:
+        out.nx = 0
+    elif out.nx:
+        out.mean_x, out.m2_x, out.min_x, out.max_x = floats[6:10]
+    return out

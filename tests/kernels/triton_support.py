@@ -1,0 +1,120 @@
+"""Shared by the Triton kernel tests: import this module *first* in a test module.
+
+Triton decides at ``@triton.jit`` time whether a kernel compiles or runs in its interpreter,
+so ``TRITON_INTERPRET=1`` is set here, before ``triton`` or any ``kernels.triton`` module is
+imported; the kernels then run on CPU tensors. :data:`SKIP` says why the Triton tests cannot
+run here (None when they can); test modules turn it into a module-level skip.
+
+The checks: :func:`check` compares ``fake_quantize(backend="triton")`` with the reference bit
+for bit (NaN == NaN, ±0 distinct) and verifies that the input is untouched; :func:`check_sums`
+compares the fused statistics kernel with ``error_sums_ref`` of the reference output — the
+counts exactly, the sums to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+
+_WAS_LOADED = ("triton" in sys.modules or "kernels.triton.mx" in sys.modules) and os.environ.get(
+    "TRITON_INTERPRET"
+) != "1"
+os.environ["TRITON_INTERPRET"] = "1"
+
+import importlib.util  # noqa: E402
+
+import torch  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels import backends  # noqa: E402
+from kernels.ranges import unit_bound  # noqa: E402
+from kernels.stats import ErrorSums, error_sums_ref  # noqa: E402
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+COUNT_FIELDS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
+
+if importlib.util.find_spec("triton") is None:
+    SKIP: str | None = "triton is not installed"
+elif "triton" not in backends.REGISTRY:
+    SKIP = "the triton backend did not register (triton is broken here)"
+elif _WAS_LOADED:
+    SKIP = "triton was imported before the tests could ask for its interpreter (TRITON_INTERPRET=1)"
+else:
+    SKIP = None
+
+
+def quiet():
+    """A context in which the interpreter's numpy overflow warnings are silent (the kernels
+    rely on float overflow, Inf·2^64 and the like, which the GPU does silently)."""
+    w = warnings.catch_warnings()
+    w.__enter__()
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return w
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """Bit patterns as int64, every NaN mapped to one pattern (NaN == NaN; ±0 stay distinct)."""
+    i = t.view({2: torch.int16, 4: torch.int32}[t.element_size()]).to(torch.int64)
+    return torch.where(torch.isnan(t), torch.full_like(i, -(2**40)), i)
+
+
+def assert_same(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, (
+        f"{what}: {got.dtype} {tuple(got.shape)} vs {want.dtype} {tuple(want.shape)}"
+    )
+    bad = bits(got) != bits(want)
+    if bad.any():
+        idx = bad.flatten().nonzero().flatten()[:5].tolist()
+        g, w = got.flatten(), want.flatten()
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} differ: " + ", ".join(f"[{i}] {g[i]!r} vs {w[i]!r}" for i in idx)
+        )
+
+
+def check(x: torch.Tensor, fmt: str) -> None:
+    """Triton's fake_quantize equals the reference's bit for bit, and leaves x alone."""
+    spec = kernels.parse(fmt)
+    before = x.clone()
+    got = kernels.fake_quantize(x, spec, backend="triton")
+    assert_same(got, kernels.fake_quantize(x, spec, backend="reference"), f"{fmt} {x.dtype} {tuple(x.shape)}")
+    assert torch.equal(bits(x), bits(before)), "input modified"
+
+
+def heavy(shape, seed: int) -> torch.Tensor:
+    """Heavy-tailed values over ~40 binades, exact ties, zeros and a few outliers."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * torch.exp2(torch.randint(-20, 20, shape, generator=g).float())
+    ties = (torch.randint(0, 64, shape, generator=g).float() + 0.5) / 8
+    pick = torch.rand(shape, generator=g)
+    x = torch.where(pick < 0.2, ties, x)
+    x = torch.where(pick > 0.97, 0.0, x)
+    return torch.where(pick > 0.995, x * 1e4, x)
+
+
+def assert_sums_equal(got: ErrorSums, want: ErrorSums, what: str, scale: float) -> None:
+    for k in COUNT_FIELDS:
+        assert getattr(got, k) == getattr(want, k), f"{what}: {k} {getattr(got, k)} != {getattr(want, k)}"
+    for k in ("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad", "max_ad", "min_x", "max_x", "m2_x"):
+        g, w = getattr(got, k), getattr(want, k)
+        assert g == w or math.isclose(g, w, rel_tol=1e-12), f"{what}: {k} {g!r} != {w!r}"
+    # The mean of signed values can cancel: relative to the magnitudes summed.
+    assert math.isclose(got.mean_x, want.mean_x, rel_tol=1e-12, abs_tol=1e-12 * scale), f"{what}: mean_x"
+
+
+def check_sums(x: torch.Tensor, fmt: str, cache: dict | None = None) -> None:
+    """The fused kernel's ErrorSums equal error_sums_ref of the reference output (with
+    unit_bound's clip bound); ``input_stats=False`` leaves the input's moments empty."""
+    from kernels.triton import sums
+
+    spec = kernels.parse(fmt)
+    q = kernels.fake_quantize(x, spec, backend="reference")
+    want = error_sums_ref(x, q, unit_bound(x, spec))
+    got = sums(x, spec, cache=cache)
+    finite = x[torch.isfinite(x)].double()
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    what = f"{fmt} {x.dtype} {tuple(x.shape)}"
+    assert_sums_equal(got, want, what, scale)
+    lean = sums(x, spec, input_stats=False, cache=cache)
+    assert lean.nx == 0 and lean.n == want.n and lean.sum_d2 == got.sum_d2, what
