@@ -1,27 +1,30 @@
 """The analysis: tensors in, one :class:`~fqtool.results.Row` per tensor x format out. Never prints.
 
 Tensors are read one at a time (``fqtool.io``), moved to the device, fake-quantized to every
-format with the error sums fused in (:func:`kernels.stats.quantize_with_sums`), and dropped
-before the next one is read, so memory stays near the largest tensor whatever the checkpoint's
-size. Metrics come from the sums (``fqtool.metrics``).
+format with the error sums fused in (:func:`kernels.stats.format_sums`), and dropped before the
+next one is read, so memory stays near the largest tensor whatever the checkpoint's size. On a
+CUDA device the next tensors are read and copied while one is analysed (``fqtool.staging``) and
+the Triton backend computes each format's sums in one pass without writing the quantized
+tensor. Metrics come from the sums (``fqtool.metrics``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import torch
 
 import kernels
-from kernels.stats import quantize_with_sums
+from kernels.stats import format_sums
 
 from . import metrics
 from .errors import DeviceError, UsageError
 from .io import TensorSource, scan
 from .results import Aggregate, Result, Row, TensorInfo, Violation
+from .staging import stream_to_cuda
 
 #: Input dtypes the format kernels take as they are; other floating dtypes are analysed as float32
 #: (float8 and float16 upcast exactly; float64 is rounded to float32, as every format's kernel
@@ -98,10 +101,12 @@ def analyze_tensor(
     """Metrics of one tensor for each spec, and the tensor's statistics. ``x`` is not modified."""
     if x.dtype not in NATIVE_DTYPES:
         x = x.to(torch.float32)
-    per_format, stats = [], None
+    per_format, stats, cache = [], None, {}
     for spec in specs:
         # The input's own moments do not depend on the format: computed with the first one only.
-        sums = quantize_with_sums(x, spec, backend=backend, input_stats=stats is None)[1]  # q dropped now
+        # On a GPU the Triton backend fuses quantization and sums (no quantized tensor is written);
+        # ``cache`` shares per-tensor reductions (the absmax) between the formats.
+        sums = format_sums(x, spec, backend=backend, input_stats=stats is None, cache=cache)
         per_format.append(metrics.compute(sums))
         if stats is None:
             stats = metrics.tensor_stats(sums)
@@ -129,10 +134,9 @@ def run(
     total_bytes = sum(s.nbytes for s in sources)
     rows: list[Row] = []
     done_bytes = 0
-    for k, src in enumerate(sources):
+    for k, (src, x) in enumerate(_tensors(sources, dev)):
         if progress:
             progress(k, len(sources), done_bytes, total_bytes, src.name)
-        x = src.load().to(dev)
         per_format, stats = analyze_tensor(x, specs, backend)
         del x
         info = _info(src, stats)
@@ -154,6 +158,17 @@ def run(
         gates=gates,
         elapsed_s=time.perf_counter() - t0,
     )
+
+
+def _tensors(sources: Sequence[TensorSource], dev: torch.device) -> Iterator[tuple[TensorSource, torch.Tensor]]:
+    """Each source's tensor on ``dev``: on a CUDA device streamed ahead of the analysis
+    (``fqtool.staging``: pinned staging, asynchronous copies, bounded memory), elsewhere read
+    one at a time."""
+    if dev.type == "cuda":
+        yield from stream_to_cuda(sources, dev)
+        return
+    for src in sources:
+        yield src, src.load().to(dev)
 
 
 def _info(src: TensorSource, stats: dict[str, float]) -> TensorInfo:

@@ -52,6 +52,9 @@ class TensorSource:
     meta: dict = field(default_factory=dict)  # seed dump fields (parse_dump_name + embedded metadata)
     # Reads the tensor. A functools.partial of a module function, so a source can be pickled to a worker.
     reader: Callable[[], torch.Tensor] | None = field(default=None, repr=False, compare=False, kw_only=True)
+    # Where the tensor's raw little-endian bytes start in ``file`` when they are stored there
+    # contiguously (safetensors), for loaders that stream them (``fqtool.staging``); else None.
+    offset: int | None = field(default=None, compare=False, kw_only=True)
 
     def load(self) -> torch.Tensor:
         """A fresh contiguous CPU tensor owned by the caller (never a view of the file)."""
@@ -159,6 +162,7 @@ class _Entry:
     meta: dict = field(default_factory=dict)
     skip: str | None = None  # why it is not analysed (not floating point, ...)
     error: str | None = None  # what is wrong with it (unknown dtype): raised if it is selected
+    offset: int | None = None  # TensorSource.offset
 
 
 # Floating dtypes the format kernels take as input (they compute in float32).
@@ -200,7 +204,11 @@ def _add(entry: _Entry, file: str, sources: list[TensorSource], skipped: list[Sk
             entry.name,
         )
     nbytes = numel * entry.dtype.itemsize
-    sources.append(TensorSource(entry.name, file, entry.shape, entry.dtype, nbytes, entry.meta, reader=entry.reader))
+    sources.append(
+        TensorSource(
+            entry.name, file, entry.shape, entry.dtype, nbytes, entry.meta, reader=entry.reader, offset=entry.offset
+        )
+    )
 
 
 def _read_entries(file: Path) -> list[_Entry]:
@@ -393,7 +401,8 @@ def _safetensors_entry(
             name,
         )
     reader = partial(_read_bytes_as, str(file), data_start + begin, dtype, shape)
-    return begin, end, _Entry(name, shape, dtype, reader, meta, skip=_skip_reason(dtype))
+    entry = _Entry(name, shape, dtype, reader, meta, skip=_skip_reason(dtype), offset=data_start + begin)
+    return begin, end, entry
 
 
 def _read_bytes_as(file: str, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:

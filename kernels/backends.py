@@ -31,6 +31,9 @@ class Backend:
     check: Callable[[torch.device, FormatSpec], str | None]
     run: Callable[[torch.Tensor, FormatSpec, torch.Generator | None], torch.Tensor]
     description: str = ""
+    #: Optional fused quantize + statistics: (x, spec, input_stats, cache) -> kernels.stats.ErrorSums
+    #: without writing the quantized tensor (``kernels.stats.format_sums`` uses it).
+    sums: Callable[..., object] | None = None
 
 
 REGISTRY: dict[str, Backend] = {}

@@ -25,7 +25,7 @@ import torch
 
 from .formats import FormatSpec, parse
 
-__all__ = ["ErrorSums", "error_sums", "error_sums_ref", "quantize_with_sums"]
+__all__ = ["ErrorSums", "error_sums", "error_sums_ref", "quantize_with_sums", "format_sums"]
 
 
 @dataclass
@@ -146,6 +146,33 @@ def quantize_with_sums(
     if x.device.type != "cpu":
         return q, error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
     return q, _sums_cpu(x, q, spec, input_stats)
+
+
+def format_sums(
+    x: torch.Tensor,
+    fmt: str | FormatSpec,
+    *,
+    backend: str = "auto",
+    generator: torch.Generator | None = None,
+    input_stats: bool = True,
+    cache: dict | None = None,
+) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, fmt)``, without keeping the quantized tensor.
+
+    A backend with a fused kernel (``Backend.sums``: the Triton backend on a GPU) computes them
+    in one pass over x that writes no tensor of x's size; otherwise this is
+    :func:`quantize_with_sums`. ``cache`` is a dict the caller keeps for one tensor: fused
+    kernels memoize format-independent reductions of x there (its absmax), so several formats
+    on one tensor read it once each. Stochastic rounding (``round=dither``) always takes the
+    unfused path, which draws from ``generator`` exactly as ``fake_quantize`` does.
+    """
+    from . import backends
+
+    spec = parse(fmt)
+    impl = backends.select(x.device, spec, backend)
+    if impl.sums is not None and spec.get("round") != "dither":
+        return impl.sums(x, spec, input_stats=input_stats, cache=cache)
+    return quantize_with_sums(x, spec, backend=impl.name, generator=generator, input_stats=input_stats)[1]
 
 
 def _sums_cpu(x: torch.Tensor, q: torch.Tensor, spec: FormatSpec, input_stats: bool = True) -> ErrorSums:

@@ -101,5 +101,6 @@ register(
         check,
         fake_quantize_triton,
         "fused Triton kernels (fake quantization, one-pass error statistics); CUDA, or CPU in the interpreter by name",
+        sums=sums,
     )
 )

@@ -1,9 +1,10 @@
 """Triton MX kernels (family ``mx``, ``emulate=exact``): the reference's float32 algorithm
-(formats-mx.md §2.3-§2.5) bit for bit, one program per tile of ``BPP`` blocks.
+(formats-mx.md §2.2-§2.5) bit for bit, one program per tile of ``BPP`` blocks.
 
 The input is viewed as (rows, L) with the blocked axis last (the launcher moves it there),
 each row cut into ``ceil(L / block)`` blocks; the last one may be partial (the reference
-zero-pads it, and zeros change neither the amax nor any other element).
+zero-pads it, and zeros change neither the amax nor any other element, nor an auto-mode
+error sum). Per-block values are (BPP, 1) columns that broadcast over the (BPP, block) tile.
 
 Per tile, as ``kernels.fast.mx`` does it, with integer bit tricks instead of float ``log2``:
 
@@ -23,8 +24,32 @@ Per tile, as ``kernels.fast.mx`` does it, with integer bit tricks instead of flo
 5. bf16 output is rounded RNE on the bits (exactly torch's ``.to(bfloat16)``), fp16 by
    Triton's conversion (RNE).
 
+The other options, each a constexpr switch, so the default kernel does no extra work:
+
+- ``block=0`` (§2.2-3, one scale per row): a row of at most ``MAX_BLOCK`` elements is one
+  block of the tile. A longer row is cut into chunks of ``TILE_ELEMS`` that read the row's
+  amax from a first pass (torch's max and min per row, kept in the caller's ``cache``).
+- ``shared_exp=none`` (§2.3 step 1): the amax is ``|x|`` itself, steps 2-4 run per element;
+  the tensor is read as one flat row (the reference's per-axis padding changes nothing then).
+- ``minus_exp=auto|auto-2|auto-reverse|auto-fix`` (§2.3 step 2), as ``_exact_auto_offset``:
+  the two ceil-based candidates ``s0`` and ``s1 = clamp(s0 - level)`` quantize the block with
+  round=nearest, the squared errors are summed in float64 per block (each is the same float64
+  operation on the same float32 values as the reference's), and ``d = level`` only where the
+  second sum is strictly lower (a tie or a NaN keeps d = 0). Float64 sums of exact squares
+  are order-independent unless they round; the reference relies on the same property.
+  Long rows (block=0) sum the chunks' errors on the host after a separate pass.
+- ``round=dither``: ``floor(|t|) + (u < frac |t|)`` with the reference's own uniform draws,
+  made by torch in the launcher in the reference's order (over the zero-padded blocked
+  tensor) and read by the kernel: one extra float32 read per element. The generator only
+  reaches :func:`mx_fake_quantize` / :func:`mx_sums` directly, so :func:`unsupported_reason`
+  refuses dither until the backend dispatcher forwards it.
+
 ``_mx_sums_kernel`` runs the same tile and writes, per program, float64 partial error sums
 and int32 counts (see ``kernels.stats``); ``mx_sums`` reduces them on the host.
+
+Not covered: ``emulate=seed`` (the seed's arithmetic in the input dtype with its modelled
+float ``log2``, which integer bit tricks do not reproduce), blocks longer than ``MAX_BLOCK``
+other than block=0, and the bf16 element (see :func:`_element_ok`).
 """
 
 from __future__ import annotations
@@ -34,7 +59,7 @@ import triton
 import triton.language as tl
 
 from ..formats import FormatSpec
-from ..reference.mx import SQRT2_UP, MXElement, resolve_mx_element
+from ..reference.mx import AUTO_MINUS_EXP, SQRT2_UP, MXElement, resolve_mx_element
 from ..stats import ErrorSums
 from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
 
@@ -42,11 +67,13 @@ __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "mx_fake_q
 
 FAMILIES = ("mx",)
 
-_RULES = ("floor", "ceil", "rceil", "even", "carry")
-_ROUNDS = ("nearest", "even", "floor")
+_ROUNDS = ("nearest", "even", "floor", "dither")
 #: Elements per program (blocks per program = this / padded block length, at least 1).
 TILE_ELEMS = 4096
+#: The longest block a tile holds; block=0 on longer rows takes two passes.
 MAX_BLOCK = 8192
+#: shared_exp=none: the tile's row length over the flattened tensor (any power of two works).
+PER_ELEM_ROW = 128
 
 
 def _element_ok(el: MXElement) -> bool:
@@ -55,31 +82,150 @@ def _element_ok(el: MXElement) -> bool:
     return el.is_int or (el.man_bits >= 1 and el.man_bits - el.emin <= 127 and el.emin - el.man_bits >= -126)
 
 
-def unsupported_reason(spec: FormatSpec) -> str | None:
-    """None when the Triton kernels cover ``spec``, else why not."""
+def _reason(spec: FormatSpec) -> str | None:
+    """None when the kernels compute ``spec`` (dither given its generator), else why not."""
     if spec.family != "mx":
         return f"the triton backend covers the mx family only, not {spec.family}"
     if spec["emulate"] != "exact":
-        return "emulate=seed is not implemented in triton"
-    if spec["round"] not in _ROUNDS:
-        return f"round={spec['round']} is not implemented in triton"
-    if spec["shared_exp"] != "max":
-        return "shared_exp=none is not implemented in triton"
-    if isinstance(spec["minus_exp"], str):
-        return f"minus_exp={spec['minus_exp']} is not implemented in triton"
-    if not 1 <= spec["block"] <= MAX_BLOCK:
-        return f"block={spec['block']} is not implemented in triton (1..{MAX_BLOCK})"
+        return "emulate=seed (the seed's input-dtype arithmetic and modelled log2) is not implemented in triton"
+    if not 0 <= spec["block"] <= MAX_BLOCK:
+        return f"block={spec['block']} is not implemented in triton (0..{MAX_BLOCK})"
     if not _element_ok(resolve_mx_element(spec["element"])):
         return f"element {spec['element']} is not implemented in triton"
     return None
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    why = _reason(spec)
+    if why is None and spec["round"] == "dither":
+        # Bit-exactness needs the caller's generator, which kernels.triton.fake_quantize_triton
+        # does not pass on: without it the draws would silently come from torch's global RNG.
+        return "round=dither needs the caller's generator, which the triton dispatcher does not forward yet"
+    return why
 
 
 # --------------------------------------------------------------------------- device code
 
 
 @triton.jit
+def _tile_index(pid, n_blocks, nblk, L, BLOCK: tl.constexpr, BP2: tl.constexpr, BPP: tl.constexpr):
+    """Global block ids (BPP,), their rows (BPP,), the in-bounds mask and offsets (BPP, BP2)."""
+    g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)
+    row = g // nblk
+    col = (g % nblk) * BLOCK
+    k = tl.arange(0, BP2)
+    cols = col[:, None] + k[None, :]
+    valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
+    return g, row, valid, row[:, None] * L + cols
+
+
+@triton.jit
+def _log2_parts(amax):
+    """floor(log2 amax) and amax's 23-bit significand field, for int32 magnitude bits ``amax``.
+
+    An fp32-subnormal amax is scaled by 2^64 (exact) and re-read; a zero block gets -126 and
+    significand 0, the seed's amax = 2^-126 (§2.3 step 2)."""
+    field = amax >> 23
+    scaled = (amax.to(tl.float32, bitcast=True) * 18446744073709551616.0).to(tl.int32, bitcast=True)  # ·2^64
+    sub = field == 0
+    nb = tl.where(sub, scaled, amax)
+    fl = tl.where(sub, (nb >> 23) - (127 + 64), field - 127)
+    mant = nb & 0x7FFFFF
+    fl = tl.where(amax == 0, -126, fl)
+    mant = tl.where(amax == 0, 0, mant)
+    return fl, mant
+
+
+@triton.jit
+def _scale(E, amax, EMAX: tl.constexpr, SCALE_EMAX: tl.constexpr):
+    """§2.3 steps 4-5: s = E - emax clamped to the scale range; NaN above it or for an Inf/NaN amax."""
+    s = E - EMAX
+    nanb = (s > SCALE_EMAX) | (amax >= 0x7F800000)
+    return tl.minimum(tl.maximum(s, -SCALE_EMAX), SCALE_EMAX), nanb
+
+
+@triton.jit
+def _elements(
+    a,
+    s,
+    u,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    ROUND: tl.constexpr,
+):
+    """§2.4 on magnitudes ``a`` (float32) with the scale exponent ``s``: ``min(R(a·2^-s), max_norm)·2^s``.
+
+    ``u`` holds the dither draws (read only for ROUND == 3)."""
+    y = a * pow2(-s)  # exact: a power of two, as the reference's xb * exp2i(-s)
+    if IS_INT:
+        t = y * (2.0**M)
+    else:
+        p = tl.minimum(tl.maximum((y.to(tl.int32, bitcast=True) >> 23) - 127, EMIN), 127)
+        t = y * ((M - p + 127) << 23).to(tl.float32, bitcast=True)
+    t = tl.minimum(t, 16777216.0)  # t >= 2^24 only when it saturates anyway; keeps trunc in int32
+    ti = t.to(tl.int32)  # trunc = floor for t >= 0
+    f = ti.to(tl.float32)
+    rem = t - f  # exact
+    if ROUND == 0:  # nearest, ties away
+        r = f + (rem >= 0.5).to(tl.float32)
+    elif ROUND == 1:  # nearest, ties to even
+        r = f + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.float32)
+    elif ROUND == 3:  # dither: floor(|t|) + (u < frac|t|), the reference's comparison
+        r = f + (u < rem).to(tl.float32)
+    else:  # toward zero
+        r = f
+    if IS_INT:
+        qm = r * (2.0**-M)
+    else:
+        qm = r * ((p - M + 127) << 23).to(tl.float32, bitcast=True)
+    return tl.minimum(qm, MAX_NORM) * pow2(s)
+
+
+@triton.jit
+def _auto_errs(
+    a,
+    valid,
+    amax,
+    fl,
+    mant,
+    LEVEL: tl.constexpr,
+    PER_ELEM: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    EMAX: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    SCALE_EMAX: tl.constexpr,
+):
+    """§2.3 auto modes, as ``reference.mx._exact_auto_offset``: the float64 squared errors of the
+    two ceil-based candidates (round=nearest), summed over each block row (per element with
+    PER_ELEM); NaN for a candidate whose block is NaN."""
+    s0, nan0 = _scale(fl + (mant > 0).to(tl.int32), amax, EMAX, SCALE_EMAX)
+    # Like the seed, the second candidate offsets the already clamped s0 and is clamped again.
+    s1 = s0 - LEVEL
+    nan1 = nan0 | (s1 > SCALE_EMAX)
+    s1 = tl.minimum(tl.maximum(s1, -SCALE_EMAX), SCALE_EMAX)
+    a64 = a.to(tl.float64)
+    # |x - q| = |a - |q||: q has x's sign (or is 0) and float64 rounding is symmetric.
+    d0 = a64 - _elements(a, s0, a, IS_INT, M, EMIN, MAX_NORM, 0).to(tl.float64)
+    d1 = a64 - _elements(a, s1, a, IS_INT, M, EMIN, MAX_NORM, 0).to(tl.float64)
+    e0 = tl.where(valid, d0 * d0, 0.0)
+    e1 = tl.where(valid, d1 * d1, 0.0)
+    if not PER_ELEM:
+        e0 = tl.sum(e0, axis=1)[:, None]
+        e1 = tl.sum(e1, axis=1)[:, None]
+    return tl.where(nan0, float("nan"), e0), tl.where(nan1, float("nan"), e1)
+
+
+@triton.jit
 def _mx_tile(
     x_ptr,
+    u_ptr,
+    amax_ptr,
+    d_ptr,
     pid,
     n_blocks,
     nblk,
@@ -99,78 +245,74 @@ def _mx_tile(
     EVEN_RULE: tl.constexpr,
     ROUND: tl.constexpr,
     FLUSH: tl.constexpr,
+    PER_ELEM: tl.constexpr,
+    ROWSTAT: tl.constexpr,
+    AUTO: tl.constexpr,
+    LEVEL: tl.constexpr,
+    AUTO_FIX: tl.constexpr,
 ):
-    """One tile: (x, q, valid, bound, offs), q and the bound in float32 before the output cast."""
-    g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
-    row = g // nblk
-    col = (g % nblk) * BLOCK
-    k = tl.arange(0, BP2)
-    cols = col[:, None] + k[None, :]
-    valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
-    offs = row[:, None] * L + cols
+    """One tile: (x, q, valid, bound, offs), q and the bound in float32 before the output cast.
+
+    Per-block quantities are (BPP, 1) columns (per element, (BPP, BP2), with PER_ELEM) that
+    broadcast over the tile."""
+    g, row, valid, offs = _tile_index(pid, n_blocks, nblk, L, BLOCK, BP2, BPP)
     x = load_f32(x_ptr, offs, valid, IN_KIND)
     xb = x.to(tl.int32, bitcast=True)
     ab = xb & 0x7FFFFFFF
     sign = xb ^ ab
+    a = ab.to(tl.float32, bitcast=True)
 
     # §2.3: the block exponent from the int max of the magnitude bits (NaN sorts on top).
-    amax = tl.max(ab, axis=1)
-    field = amax >> 23
-    scaled = (amax.to(tl.float32, bitcast=True) * 18446744073709551616.0).to(tl.int32, bitcast=True)  # ·2^64
-    sub = field == 0
-    nb = tl.where(sub, scaled, amax)
-    fl = tl.where(sub, (nb >> 23) - (127 + 64), field - 127)
-    mant = nb & 0x7FFFFF
-    fl = tl.where(amax == 0, -126, fl)  # the seed's zero block: amax = 2^-126
-    mant = tl.where(amax == 0, 0, mant)
-    E = fl + (mant > BUMP_GT).to(tl.int32) - MINUS_EXP
-    s = E - EMAX
-    nanb = (s > SCALE_EMAX) | (amax >= 0x7F800000)
+    if PER_ELEM:
+        amax = ab  # shared_exp=none: every element is its own block
+    elif ROWSTAT:
+        amax = tl.load(amax_ptr + row, mask=g < n_blocks, other=0)[:, None]  # block=0, long rows
+    else:
+        amax = tl.max(ab, axis=1)[:, None]
+    fl, mant = _log2_parts(amax)
+    if AUTO:
+        if ROWSTAT:
+            d = tl.load(d_ptr + row, mask=g < n_blocks, other=0)[:, None]
+        else:
+            e0, e1 = _auto_errs(a, valid, amax, fl, mant, LEVEL, PER_ELEM, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX)
+            d = tl.where(e1 < e0, LEVEL, 0)  # d = 0 on a tie or a NaN error
+        if AUTO_FIX:
+            E = fl - d
+        else:
+            E = fl + (mant > 0).to(tl.int32) - d
+    else:
+        # The rules of §11.2 on exact significand fields (see _constants).
+        E = fl + (mant > BUMP_GT).to(tl.int32) - MINUS_EXP
+    s, nanb = _scale(E, amax, EMAX, SCALE_EMAX)
     if EVEN_RULE:
         nanb = nanb | (E > 127)
-    s = tl.minimum(tl.maximum(s, -SCALE_EMAX), SCALE_EMAX)
-    X = pow2(s)
-    inv = pow2(-s)
     if FLUSH:
         flushb = E <= -127  # §2.3 step 3: the block becomes +0
     else:
         flushb = E < -1000000
 
-    # §2.4 on magnitudes.
-    a = tl.where(flushb[:, None], 0.0, ab.to(tl.float32, bitcast=True))
-    sign = tl.where(flushb[:, None], 0, sign)
-    y = a * inv[:, None]
-    if IS_INT:
-        t = y * (2.0**M)
+    # §2.4 on magnitudes; the sign bit is ORed back (a flushed block gets +0, like the reference's where).
+    a = tl.where(flushb, 0.0, a)
+    sign = tl.where(flushb, 0, sign)
+    if ROUND == 3:
+        u = tl.load(u_ptr + offs, mask=valid, other=0.0)
     else:
-        p = tl.minimum(tl.maximum((y.to(tl.int32, bitcast=True) >> 23) - 127, EMIN), 127)
-        t = y * ((M - p + 127) << 23).to(tl.float32, bitcast=True)
-    t = tl.minimum(t, 16777216.0)  # t >= 2^24 only when it saturates anyway; keeps trunc in int32
-    ti = t.to(tl.int32)  # trunc = floor for t >= 0
-    f = ti.to(tl.float32)
-    rem = t - f  # exact
-    if ROUND == 0:  # nearest, ties away
-        r = f + (rem >= 0.5).to(tl.float32)
-    elif ROUND == 1:  # nearest, ties to even
-        r = f + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.float32)
-    else:  # toward zero
-        r = f
-    if IS_INT:
-        qm = r * (2.0**-M)
-    else:
-        qm = r * ((p - M + 127) << 23).to(tl.float32, bitcast=True)
-    qm = tl.minimum(qm, MAX_NORM) * X[:, None]
-    qbits = tl.where(nanb[:, None], 0x7FC00000, qm.to(tl.int32, bitcast=True) | sign)
+        u = a
+    qm = _elements(a, s, u, IS_INT, M, EMIN, MAX_NORM, ROUND)
+    qbits = tl.where(nanb, 0x7FC00000, qm.to(tl.int32, bitcast=True) | sign)
     q = qbits.to(tl.float32, bitcast=True)
 
     # kernels.ranges.unit_bound: max_norm·X, NaN for a NaN block, 0 for a flushed one.
-    bound = tl.where(nanb, float("nan"), tl.where(flushb, 0.0, MAX_NORM * X))
+    bound = tl.where(nanb, float("nan"), tl.where(flushb, 0.0, MAX_NORM * pow2(s)))
     return x, q, valid, bound, offs
 
 
 @triton.jit
 def _mx_fq_kernel(
     x_ptr,
+    u_ptr,
+    amax_ptr,
+    d_ptr,
     out_ptr,
     n_blocks,
     nblk,
@@ -190,11 +332,16 @@ def _mx_fq_kernel(
     EVEN_RULE: tl.constexpr,
     ROUND: tl.constexpr,
     FLUSH: tl.constexpr,
+    PER_ELEM: tl.constexpr,
+    ROWSTAT: tl.constexpr,
+    AUTO: tl.constexpr,
+    LEVEL: tl.constexpr,
+    AUTO_FIX: tl.constexpr,
 ):
     pid = tl.program_id(0)
     x, q, valid, bound, offs = _mx_tile(
-        x_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM,
-        SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH,
+        x_ptr, u_ptr, amax_ptr, d_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX,
+        MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX,
     )  # fmt: skip
     store_out(out_ptr, offs, q, valid, IN_KIND)
 
@@ -202,6 +349,9 @@ def _mx_fq_kernel(
 @triton.jit
 def _mx_sums_kernel(
     x_ptr,
+    u_ptr,
+    amax_ptr,
+    d_ptr,
     cnt_ptr,
     sum_ptr,
     n_blocks,
@@ -222,24 +372,66 @@ def _mx_sums_kernel(
     EVEN_RULE: tl.constexpr,
     ROUND: tl.constexpr,
     FLUSH: tl.constexpr,
+    PER_ELEM: tl.constexpr,
+    ROWSTAT: tl.constexpr,
+    AUTO: tl.constexpr,
+    LEVEL: tl.constexpr,
+    AUTO_FIX: tl.constexpr,
 ):
     pid = tl.program_id(0)
     x, q, valid, bound, offs = _mx_tile(
-        x_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM,
-        SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH,
+        x_ptr, u_ptr, amax_ptr, d_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX,
+        MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX,
     )  # fmt: skip
-    stats_store(x, round_out(q, IN_KIND), valid, round_out(bound, IN_KIND)[:, None], cnt_ptr, sum_ptr, pid)
+    stats_store(x, round_out(q, IN_KIND), valid, round_out(bound, IN_KIND), cnt_ptr, sum_ptr, pid)
+
+
+@triton.jit
+def _mx_auto_err_kernel(
+    x_ptr,
+    amax_ptr,
+    err_ptr,
+    n_blocks,
+    nblk,
+    L,
+    BLOCK: tl.constexpr,
+    BP2: tl.constexpr,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    EMAX: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    SCALE_EMAX: tl.constexpr,
+    LEVEL: tl.constexpr,
+):
+    """Rows longer than one tile (block=0, auto modes): each chunk's two candidate error sums,
+    float64, at ``err_ptr[2·chunk + (0, 1)]``; the launcher adds them up per row."""
+    pid = tl.program_id(0)
+    g, row, valid, offs = _tile_index(pid, n_blocks, nblk, L, BLOCK, BP2, BPP)
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    amax = tl.load(amax_ptr + row, mask=g < n_blocks, other=0)[:, None]
+    fl, mant = _log2_parts(amax)
+    a = ab.to(tl.float32, bitcast=True)
+    e0, e1 = _auto_errs(a, valid, amax, fl, mant, LEVEL, False, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX)
+    ok = (g < n_blocks)[:, None]
+    tl.store(err_ptr + g[:, None] * 2, e0, mask=ok)
+    tl.store(err_ptr + g[:, None] * 2 + 1, e1, mask=ok)
 
 
 # --------------------------------------------------------------------------- launchers
 
 
-def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
+def _constants(spec: FormatSpec, dtype: torch.dtype, L: int) -> dict:
+    """The kernels' constexprs for ``spec`` on rows of length ``L`` (after :func:`_rows_view`)."""
     el = resolve_mx_element(spec["element"])
     rule, me = spec["scale"], spec["minus_exp"]
+    auto = isinstance(me, str)
     # E = fl + (significand field > BUMP_GT) - MINUS_EXP: the rules of §11.2 on exact fields.
     if me is not None:
-        bump, minus = 0, int(me)  # ceil(log2 amax) - minus_exp
+        bump, minus = 0, 0 if auto else int(me)  # ceil(log2 amax) - minus_exp
     else:
         minus = 0
         bump = {
@@ -249,7 +441,15 @@ def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
             "even": round((el.even_threshold - 1) * 2**23) - 1,
             "carry": round((SQRT2_UP - 1) * 2**23) - 1,
         }[rule]
-    block = spec["block"]
+    per_elem = spec["shared_exp"] == "none"
+    block, rowstat = spec["block"], False
+    if per_elem:
+        block = PER_ELEM_ROW  # any tiling will do: no element shares its scale
+    elif block == 0:
+        # §2.2-3: one scale per row. A row that fits a tile is one block; a longer one is cut
+        # into chunks that read its amax (and auto offset) from a first pass (_row_stats).
+        rowstat = L > MAX_BLOCK
+        block = TILE_ELEMS if rowstat else triton.next_power_of_2(L)
     bp2 = triton.next_power_of_2(block)
     return dict(
         BLOCK=block,
@@ -267,11 +467,16 @@ def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
         EVEN_RULE=rule == "even" and me is None,
         ROUND=_ROUNDS.index(spec["round"]),
         FLUSH=bool(spec["flush_fp32_subnorms"]),
+        PER_ELEM=per_elem,
+        ROWSTAT=rowstat,
+        AUTO=auto,
+        LEVEL=AUTO_MINUS_EXP[me] if auto else 0,
+        AUTO_FIX=me == "auto-fix",
     )
 
 
 def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = unsupported_reason(spec)
+    why = _reason(spec)
     if why:
         raise ValueError(why)
     if x.dtype not in IN_KIND:
@@ -279,8 +484,11 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
 
 
 def _rows_view(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int]:
-    """x with the blocked axis moved last, contiguous; the axis index."""
+    """x as the kernels read it, contiguous: the blocked axis moved last, or for shared_exp=none
+    (no blocks) the whole tensor as one row; and the axis index."""
     axis = spec["axis"] % x.dim()
+    if spec["shared_exp"] == "none":
+        return x.reshape(1, -1).contiguous(), axis
     return x.movedim(axis, -1).contiguous(), axis
 
 
@@ -291,36 +499,95 @@ def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
     return n_blocks, nblk, L, triton.cdiv(n_blocks, c["BPP"])
 
 
-def mx_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
-    """``fake_quantize(x, spec, backend="reference")`` for a supported MX spec, bit for bit."""
+def _draws(x: torch.Tensor, spec: FormatSpec, axis: int, generator: torch.Generator | None) -> torch.Tensor:
+    """round=dither: the reference's uniform draws, in its order, laid out as :func:`_rows_view` lays out x.
+
+    ``_exact_elements`` draws one float32 ``torch.rand`` over the zero-padded blocked tensor
+    (x's axis order, the blocked axis padded to a multiple of ``block``); the padding's draws
+    are dropped here. One extra float32 read per element in the kernel."""
+    shape = list(x.shape)
+    if spec["block"]:
+        shape[axis] = triton.cdiv(shape[axis], spec["block"]) * spec["block"]
+    u = torch.rand(shape, generator=generator, dtype=torch.float32, device=x.device)
+    return _rows_view(u.narrow(axis, 0, x.shape[axis]), spec)[0]
+
+
+def _row_stats(xm: torch.Tensor, axis: int, c: dict, cache: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """block=0 on rows longer than a tile: each row's amax (int32 magnitude bits) and, for the
+    auto modes, its offset d, for the element kernel to read.
+
+    The row amax does not depend on the format: it is kept in ``cache`` under
+    ``("absmax_rows", axis)`` (float32, one value per row of ``x.movedim(axis, -1)``)."""
+    key = ("absmax_rows", axis)
+    m = cache.get(key) if cache is not None else None
+    if m is None:
+        # max(max x, -min x) reads x without an |x| buffer; NaN propagates through both.
+        m = torch.maximum(xm.amax(dim=-1), xm.amin(dim=-1).neg()).to(torch.float32).reshape(-1)
+        if cache is not None:
+            cache[key] = m
+    amax = m.view(torch.int32) & 0x7FFFFFFF  # -0 -> +0; any NaN sorts above +Inf
+    if not c["AUTO"]:
+        return amax, None
+    n_blocks, nblk, L, programs = _grid(xm, c)
+    err = torch.empty((n_blocks, 2), dtype=torch.float64, device=xm.device)
+    keys = ("BLOCK", "BP2", "BPP", "IN_KIND", "IS_INT", "M", "EMIN", "EMAX", "MAX_NORM", "SCALE_EMAX", "LEVEL")
+    _mx_auto_err_kernel[(programs,)](in_arg(xm), amax, err, n_blocks, nblk, L, **{k: c[k] for k in keys})
+    e = err.view(-1, nblk, 2).sum(dim=1)
+    return amax, torch.where(e[:, 1] < e[:, 0], c["LEVEL"], 0).to(torch.int32)
+
+
+def _prepare(x: torch.Tensor, spec: FormatSpec, generator, cache):
+    """(xm, axis, constants, kernel pointer args, grid) for one launch."""
+    x = x.detach()
+    xm, axis = _rows_view(x, spec)
+    c = _constants(spec, x.dtype, xm.shape[-1])
+    xa = in_arg(xm)
+    u = amax = d = xa  # never read unless the constexprs ask for them
+    if c["ROUND"] == 3:
+        u = _draws(x, spec, axis, generator)
+    if c["ROWSTAT"]:
+        amax, d = _row_stats(xm, axis, c, cache)
+        d = xa if d is None else d
+    return xm, axis, c, (xa, u, amax, d), _grid(xm, c)
+
+
+def mx_fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported MX spec, bit for bit
+    (round=dither: with the same ``generator``, in the same state)."""
     _check(x, spec)
     if x.dim() == 0 or x.numel() == 0:
         from ..reference import fake_quantize_ref
 
-        return fake_quantize_ref(x, spec, None)
-    xm, axis = _rows_view(x.detach(), spec)
-    c = _constants(spec, x.dtype)
+        return fake_quantize_ref(x, spec, generator)
+    xm, axis, c, ptrs, (n_blocks, nblk, L, programs) = _prepare(x, spec, generator, None)
     out = torch.empty_like(xm)
-    n_blocks, nblk, L, programs = _grid(xm, c)
-    _mx_fq_kernel[(programs,)](in_arg(xm), in_arg(out), n_blocks, nblk, L, **c)
+    _mx_fq_kernel[(programs,)](*ptrs, in_arg(out), n_blocks, nblk, L, **c)
+    if c["PER_ELEM"]:
+        return out.view(x.shape)
     return out.movedim(-1, axis).contiguous()
 
 
-def mx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+def mx_sums(
+    x: torch.Tensor,
+    spec: FormatSpec,
+    input_stats: bool = True,
+    cache: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> ErrorSums:
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
-    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size."""
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size
+    (block=0 on rows longer than a tile: after a per-row amax pass, cached in ``cache``)."""
     _check(x, spec)
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref
         from ..stats import error_sums_ref
 
-        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
-    xm, _ = _rows_view(x.detach(), spec)
-    c = _constants(spec, x.dtype)
-    n_blocks, nblk, L, programs = _grid(xm, c)
+        q = fake_quantize_ref(x, spec, generator)
+        return error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
+    xm, axis, c, ptrs, (n_blocks, nblk, L, programs) = _prepare(x, spec, generator, cache)
     cnt, sums = partials(programs, x.device)
-    _mx_sums_kernel[(programs,)](in_arg(xm), cnt, sums, n_blocks, nblk, L, **c)
+    _mx_sums_kernel[(programs,)](*ptrs, cnt, sums, n_blocks, nblk, L, **c)
     return reduce(cnt, sums, input_stats)
 
 

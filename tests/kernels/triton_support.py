@@ -2,8 +2,11 @@
 
 Triton decides at ``@triton.jit`` time whether a kernel compiles or runs in its interpreter,
 so ``TRITON_INTERPRET=1`` is set here, before ``triton`` or any ``kernels.triton`` module is
-imported; the kernels then run on CPU tensors. :data:`SKIP` says why the Triton tests cannot
-run here (None when they can); test modules turn it into a module-level skip.
+imported; the kernels then run on CPU tensors. Not on a machine with a CUDA GPU (unless the
+variable is set already): there the interpreter would also take over the session's GPU
+tests, and the compiled kernels are checked by ``test_triton_cuda.py`` instead. :data:`SKIP`
+says why the Triton tests cannot run here (None when they can); test modules turn it into a
+module-level skip.
 
 The checks: :func:`check` compares ``fake_quantize(backend="triton")`` with the reference bit
 for bit (NaN == NaN, ±0 distinct) and verifies that the input is untouched; :func:`check_sums`
@@ -18,14 +21,19 @@ import os
 import sys
 import warnings
 
+import torch  # importing torch does not import triton
+
+# On a machine with a GPU the interpreter would also take over the CUDA tests of the same
+# session (fqtool --device cuda); there the compiled kernels are checked at full size by
+# test_triton_cuda.py instead, and these tests skip.
+_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 _WAS_LOADED = ("triton" in sys.modules or "kernels.triton.mx" in sys.modules) and os.environ.get(
     "TRITON_INTERPRET"
 ) != "1"
-os.environ["TRITON_INTERPRET"] = "1"
+if not _GPU:
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import importlib.util  # noqa: E402
-
-import torch  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -37,6 +45,8 @@ COUNT_FIELDS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped
 
 if importlib.util.find_spec("triton") is None:
     SKIP: str | None = "triton is not installed"
+elif _GPU:
+    SKIP = "a CUDA GPU is present: the compiled kernels are checked by test_triton_cuda.py (-m cuda)"
 elif "triton" not in backends.REGISTRY:
     SKIP = "the triton backend did not register (triton is broken here)"
 elif _WAS_LOADED:

@@ -1,0 +1,96 @@
+"""How the fused Triton kernels reach the analysis: ``kernels.stats.format_sums`` takes a
+backend's fused ``sums`` when it has one, and ``fqtool analyze`` gets the same numbers through
+it as through the reference (run here in Triton's interpreter, by name, on CPU tensors)."""
+
+from __future__ import annotations
+
+import triton_support
+
+# isort: split
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from triton_support import SKIP, heavy  # noqa: E402
+
+import kernels  # noqa: E402
+from fqtool import analysis  # noqa: E402
+from kernels import backends  # noqa: E402
+from kernels.stats import format_sums, quantize_with_sums  # noqa: E402
+
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
+
+#: One format per family module; those whose kernels are not built here are left out at run time.
+FORMATS = ["mxfp8_e4m3", "mxfp4_e2m1:block=16,axis=0", "mxfp4", "nvfp4", "nvf4", "nf4", "fp8_e4m3", "int8sym",
+           "bf16", "hif8", "hifx4_v12"]  # fmt: skip
+
+
+def _supported() -> list[str]:
+    return [f for f in FORMATS if backends.REGISTRY["triton"].check(torch.device("cpu"), kernels.parse(f)) is None]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_interpreter():
+    w = triton_support.quiet()
+    yield
+    w.__exit__(None, None, None)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the calls of the triton backend's fused sums."""
+    seen = []
+    tb = backends.REGISTRY["triton"]
+
+    def counted(x, spec, **kw):
+        seen.append(str(spec))
+        return tb.sums(x, spec, **kw)
+
+    monkeypatch.setitem(backends.REGISTRY, "triton", dataclasses.replace(tb, sums=counted))
+    return seen
+
+
+def _close(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300)
+
+
+def test_format_sums_takes_the_fused_kernel(calls):
+    x = heavy((48, 96), seed=3).to(torch.bfloat16)
+    for fmt in _supported():
+        cache: dict = {}
+        got = format_sums(x, fmt, backend="triton", cache=cache)
+        want = quantize_with_sums(x, fmt, backend="reference")[1]
+        for k, v in want.as_dict().items():
+            assert _close(getattr(got, k), v), (fmt, k, getattr(got, k), v)
+        assert calls[-1] == str(kernels.parse(fmt))
+        lean = format_sums(x, fmt, backend="triton", input_stats=False, cache=cache)
+        assert lean.nx == 0 and lean.sum_d2 == got.sum_d2
+    assert len(calls) == 2 * len(_supported())
+
+
+def test_format_sums_without_a_fused_kernel(calls):
+    x = heavy((16, 64), seed=4)
+    got = format_sums(x, "mxfp8_e4m3", backend="reference")
+    assert calls == [] and got.numel == x.numel()
+    # Stochastic rounding draws from the generator like fake_quantize: the unfused path.
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a = format_sums(x, "mxfp8_e4m3:round=dither", backend="reference", generator=g1)
+    b = quantize_with_sums(x, "mxfp8_e4m3:round=dither", backend="reference", generator=g2)[1]
+    assert calls == [] and a.as_dict() == b.as_dict()
+
+
+def test_analyze_tensor_same_metrics_through_triton(calls):
+    x = heavy((64, 128), seed=8)
+    x[1, 2], x[3, 4] = math.nan, -math.inf
+    specs = analysis.parse_formats(_supported())
+    got, got_stats = analysis.analyze_tensor(x, specs, "triton")
+    want, want_stats = analysis.analyze_tensor(x, specs, "reference")
+    assert len(calls) == len(specs)
+    for spec, g, w in zip(specs, got, want, strict=True):
+        for k in w:
+            assert _close(g[k], w[k]), (str(spec), k, g[k], w[k])
+    for k in want_stats:
+        assert _close(got_stats[k], want_stats[k]), k

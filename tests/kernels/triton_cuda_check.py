@@ -1,0 +1,159 @@
+"""The Triton kernels compiled for a GPU against the reference on the same GPU, at full size.
+
+Run by ``test_triton_cuda.py`` in a subprocess (Triton must not be in interpreter mode), or
+directly: ``python3 tests/kernels/triton_cuda_check.py [--quick]``. For every format in
+:data:`FORMATS` that the triton backend accepts, on float32, bfloat16 and float16 tensors of a
+ragged shape (values over ~60 binades, ties, zeros, NaN, ±Inf, subnormals):
+
+- ``fake_quantize(backend="triton")`` equals the reference bit for bit (NaN == NaN, ±0 distinct);
+- the fused sums equal ``error_sums_ref`` of the reference output: counts exactly, sums to
+  1e-10 relative;
+- the input is unchanged;
+
+and every golden vector of ``CONTRACT.json`` whose format the backend accepts is reproduced on
+the GPU. Prints one line per format and a summary; exits 1 on the first mismatch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kernels  # noqa: E402
+from kernels import backends  # noqa: E402
+from kernels.ranges import unit_bound  # noqa: E402
+from kernels.stats import error_sums_ref, format_sums  # noqa: E402
+
+#: (format, run on every dtype?) — option variants run on bfloat16 only to bound compile time.
+FORMATS = [
+    *((f, True) for f in ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8")),
+    ("mxfp8_e4m3:block=16,axis=0", False),
+    ("mxfp4_e2m1:scale=rceil,round=even", False),
+    ("mxfp8_e4m3:block=0", False),
+    ("mxfp8_e4m3:shared_exp=none", False),
+    ("mxfp8_e4m3:minus_exp=auto", False),
+    ("mxfp4_e2m1:minus_exp=auto-fix", False),
+    ("mxfp8_e4m3:emulate=seed", False),
+    *((f, True) for f in ("mxfp4", "mxfp8e4m3", "e2m1K4k4B8b4c", "e4m3k8b32c")),
+    ("mxfp6e3m2:axis=0", False),
+    *((f, True) for f in ("nvf4", "nvfp4", "nf4", "fp8_e4m3", "fp8_e5m2", "int8sym", "bf16", "fp16")),
+    ("nvfp4:axis=0", False),
+    ("nf4:block=32,axis=0", False),
+    ("int8sym:axis=0", False),
+    *((f, True) for f in ("hif8", "hifx4_v12")),
+    ("hif8:scale=none", False),
+    ("hif8:variant=paper", False),
+    ("hifx4_v12:axis=0", False),
+]
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def data(shape, dtype, g) -> torch.Tensor:
+    x = torch.randn(shape, device="cuda", generator=g)
+    x = x * torch.exp2(torch.randint(-30, 30, shape, device="cuda", generator=g).float())
+    ties = (torch.randint(0, 64, shape, device="cuda", generator=g).float() + 0.5) / 8
+    pick = torch.rand(shape, device="cuda", generator=g)
+    x = torch.where(pick < 0.1, ties, x)
+    x = torch.where(pick > 0.98, 0.0, x)
+    x[0, :6] = torch.tensor([math.nan, math.inf, -math.inf, 1e-40, -0.0, 3e38])
+    x[7, :] = 1e-42  # a row of fp32 subnormals (zero in bf16/fp16)
+    return x.to(dtype)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    i = t.view({2: torch.int16, 4: torch.int32}[t.element_size()]).to(torch.int64)
+    return torch.where(torch.isnan(t), torch.full_like(i, -(2**40)), i)
+
+
+def check_format(fmt: str, x: torch.Tensor) -> None:
+    spec = kernels.parse(fmt)
+    before = bits(x)
+    want = kernels.fake_quantize(x, spec, backend="reference")
+    got = kernels.fake_quantize(x, spec, backend="triton")
+    what = f"{fmt} {x.dtype} {tuple(x.shape)}"
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    bad = bits(got) != bits(want)
+    if bad.any():
+        i = int(bad.flatten().nonzero()[0])
+        first = f"[{i}] {got.flatten()[i]!r} vs {want.flatten()[i]!r}"
+        raise AssertionError(f"{what}: {int(bad.sum())} differ, first {first}")
+    ref = error_sums_ref(x, want, unit_bound(x, spec))
+    s = format_sums(x, spec, backend="triton", cache={})
+    for k, v in ref.as_dict().items():
+        w = getattr(s, k)
+        ok = w == v or math.isclose(w, v, rel_tol=1e-10, abs_tol=1e-12 * max(abs(ref.max_x), abs(ref.min_x), 1e-300))
+        assert ok, f"{what}: sums.{k} {w!r} != {v!r}"
+    assert torch.equal(bits(x), before), f"{what}: input modified"
+
+
+def golden(triton_ok) -> int:
+    from golden import GOLDEN, case_files, contract, load
+
+    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    ran = 0
+    for entry in contract():
+        if "format" not in entry or "input_cast" in entry or entry.get("output_dtype") not in (None, "input"):
+            continue
+        for path in case_files(entry["family"], entry["stem"]):
+            if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
+                continue
+            if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
+                continue
+            tensors, meta = load(path)
+            x = tensors[entry.get("input", "input")]
+            if x.dtype not in names or (entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]):
+                continue
+            spec = kernels.parse(entry["format"].format(**meta))
+            if not triton_ok(spec):
+                continue
+            got = kernels.fake_quantize(x.cuda(), spec, backend="triton").cpu()
+            want = tensors[entry["against"]]
+            a = torch.where(torch.isnan(got.double()), 0.123456789, got.double()) + 0.0
+            e = torch.where(torch.isnan(want.double()), 0.123456789, want.double()) + 0.0
+            assert got.shape == want.shape and torch.equal(a, e), f"golden {path.relative_to(GOLDEN)} {entry['format']}"
+            ran += 1
+    return ran
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    assert "TRITON_INTERPRET" not in os.environ or os.environ["TRITON_INTERPRET"] != "1"
+    tb = backends.REGISTRY["triton"]
+    dev = torch.device("cuda")
+
+    def triton_ok(spec) -> bool:
+        return tb.check(dev, spec) is None
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    shape = (515, 1031) if quick else (1531, 4099)
+    checked, refused, t0 = 0, [], time.perf_counter()
+    for fmt, all_dtypes in FORMATS:
+        spec = kernels.parse(fmt)
+        why = tb.check(dev, spec)
+        if why:
+            refused.append(f"{fmt}: {why}")
+            continue
+        assert backends.select(dev, spec).name == "triton", fmt
+        for dtype in DTYPES if all_dtypes else (torch.bfloat16,):
+            check_format(fmt, data(shape, dtype, g))
+            checked += 1
+        print(f"ok  {fmt}", flush=True)
+    n_golden = golden(triton_ok)
+    print(f"{checked} (format, dtype) pairs bit-exact on {tuple(shape)}; {n_golden} golden files; "
+          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+    for r in refused:
+        print(f"refused  {r}")
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
