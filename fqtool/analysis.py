@@ -101,6 +101,8 @@ def analyze_tensor(
     """Metrics of one tensor for each spec, and the tensor's statistics. ``x`` is not modified."""
     if x.dtype not in NATIVE_DTYPES:
         x = x.to(torch.float32)
+    if x.dim() == 0:  # a scalar (a loss scale, a step counter in float): the formats need an axis
+        x = x.reshape(1)
     per_format, stats, cache = [], None, {}
     for spec in specs:
         # The input's own moments do not depend on the format: computed with the first one only.

@@ -109,30 +109,44 @@ def _sum2(v):
 
 
 @triton.jit
-def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid):
+def _count(m):
+    """The number of true lanes of a 2-D mask. Counted in float32 (exact below 2^24 lanes per
+    tile) because float adds issue at twice the rate of int adds on the GPU."""
+    return _sum2(tl.where(m, 1.0, 0.0)).to(tl.int32)
+
+
+@triton.jit
+def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS: tl.constexpr = True):
     """Write this program's counts (int32, ``COUNTS``) and float64 partials (``FSUMS``) of the
-    2-D tile: x, q float32 (q rounded as the output dtype), ``bound`` broadcastable to the tile."""
+    2-D tile: x, q float32 (q rounded as the output dtype), ``bound`` broadcastable to the tile.
+
+    The GPU runs short of issue slots here, not of memory bandwidth, so every element costs as
+    few instructions as the exact sums allow: NaN/Inf are counted in a branch taken only by
+    tiles that have some; ``INPUT_STATS=False`` skips the input's moments (the launcher's
+    ``input_stats``), which :func:`reduce` then leaves empty anyway."""
     xa = tl.abs(x)
     qa = tl.abs(q)
-    x_nan = valid & (x != x)
-    x_inf = valid & (xa == float("inf"))
-    q_nan = valid & (q != q)
-    q_inf = valid & (qa == float("inf"))
     fx = valid & (xa < float("inf"))  # false for NaN too
-    fq = valid & (qa < float("inf"))
-    both = fx & fq
-    clipped = fx & (xa > bound)
-    flushed = fx & (x != 0.0) & (q == 0.0)
+    both = fx & (qa < float("inf"))
+    n_valid = _count(valid)
+    n_both = _count(both)
+    nx = _count(fx)
+    zero = n_valid * 0
+    nan_in, inf_in, nan_out, inf_out = zero, zero, zero, zero
+    if n_both < n_valid:  # some NaN or Inf in x or q: rare, and counted only then
+        nan_in = _count(valid & (x != x))
+        inf_in = n_valid - nx - nan_in
+        nan_out = _count(valid & (q != q))
+        inf_out = _count(valid & (qa == float("inf")))
     base = pid.to(tl.int64) * 9
-    tl.store(cnt_ptr + base + 0, _sum2(valid.to(tl.int32)))
-    tl.store(cnt_ptr + base + 1, _sum2(x_nan.to(tl.int32)))
-    tl.store(cnt_ptr + base + 2, _sum2(x_inf.to(tl.int32)))
-    tl.store(cnt_ptr + base + 3, _sum2(q_nan.to(tl.int32)))
-    tl.store(cnt_ptr + base + 4, _sum2(q_inf.to(tl.int32)))
-    tl.store(cnt_ptr + base + 5, _sum2(both.to(tl.int32)))
-    tl.store(cnt_ptr + base + 6, _sum2(clipped.to(tl.int32)))
-    tl.store(cnt_ptr + base + 7, _sum2(flushed.to(tl.int32)))
-    nx = _sum2(fx.to(tl.int32))
+    tl.store(cnt_ptr + base + 0, n_valid)
+    tl.store(cnt_ptr + base + 1, nan_in)
+    tl.store(cnt_ptr + base + 2, inf_in)
+    tl.store(cnt_ptr + base + 3, nan_out)
+    tl.store(cnt_ptr + base + 4, inf_out)
+    tl.store(cnt_ptr + base + 5, n_both)
+    tl.store(cnt_ptr + base + 6, _count(fx & (xa > bound)))
+    tl.store(cnt_ptr + base + 7, _count(fx & (x != 0.0) & (q == 0.0)))
     tl.store(cnt_ptr + base + 8, nx)
 
     x64 = tl.where(both, x, 0.0).to(tl.float64)
@@ -146,14 +160,22 @@ def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid):
     tl.store(sum_ptr + fb + 3, _sum2(d * d))
     tl.store(sum_ptr + fb + 4, _sum2(ad))
     tl.store(sum_ptr + fb + 5, tl.max(tl.max(ad, axis=1), axis=0))
-    # The input's moments over its finite elements: mean and M2 around this program's mean.
-    xf = tl.where(fx, x, 0.0).to(tl.float64)
-    mean = _sum2(xf) / tl.maximum(nx, 1).to(tl.float64)
-    dev = tl.where(fx, xf - mean, 0.0)
-    tl.store(sum_ptr + fb + 6, mean)
-    tl.store(sum_ptr + fb + 7, _sum2(dev * dev))
-    tl.store(sum_ptr + fb + 8, tl.min(tl.min(tl.where(fx, x, float("inf")), axis=1), axis=0).to(tl.float64))
-    tl.store(sum_ptr + fb + 9, tl.max(tl.max(tl.where(fx, x, float("-inf")), axis=1), axis=0).to(tl.float64))
+    if INPUT_STATS:
+        # The input's moments over its finite elements: mean and M2 around this tile's mean
+        # (two passes over registers: exact to float64 rounding however large the mean).
+        xf = tl.where(fx, x, 0.0).to(tl.float64)
+        mean = _sum2(xf) / tl.maximum(nx, 1).to(tl.float64)
+        dev = tl.where(fx, xf - mean, 0.0)
+        tl.store(sum_ptr + fb + 6, mean)
+        tl.store(sum_ptr + fb + 7, _sum2(dev * dev))
+        tl.store(sum_ptr + fb + 8, tl.min(tl.min(tl.where(fx, x, float("inf")), axis=1), axis=0).to(tl.float64))
+        tl.store(sum_ptr + fb + 9, tl.max(tl.max(tl.where(fx, x, float("-inf")), axis=1), axis=0).to(tl.float64))
+    else:
+        empty = zero.to(tl.float64)
+        tl.store(sum_ptr + fb + 6, empty)
+        tl.store(sum_ptr + fb + 7, empty)
+        tl.store(sum_ptr + fb + 8, empty)
+        tl.store(sum_ptr + fb + 9, empty)
 
 
 # --------------------------------------------------------------------------- host side

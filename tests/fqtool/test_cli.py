@@ -259,6 +259,19 @@ def test_empty_tensor_is_an_error_that_names_it(tmp_path):
     assert invoke("analyze", p, "-f", "hif8", "--exclude", "empty", "-d", "cpu").exit_code == 0
 
 
+def test_scalar_tensors_are_analysed(tmp_path):
+    """A 0-d tensor (a loss scale saved with the weights) is analysed as one element in every family."""
+    p = tmp_path / "s.safetensors"
+    save_file({"scale": torch.tensor(2.5), "w": torch.randn(4, 8)}, p)
+    fmts = "mxfp8_e4m3,mxfp4,nvfp4,nf4,fp8_e4m3,int8sym,hif8,hifx4_v12,tmx4,bf16"
+    r = invoke("analyze", p, "-f", fmts, "-d", "cpu", "-o", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [t["shape"] for t in doc["tensors"] if t["name"] == "scale"] == [[]]
+    rows = [row for row in doc["rows"] if row["tensor"] == "scale"]
+    assert len(rows) == 10 and all(row["metrics"]["mse"] >= 0 for row in rows)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_missing_cuda_device():
     _one_line_error(invoke("analyze", WEIGHTS, "-f", "hif8", "--device", "cuda"), "cuda")
