@@ -1,0 +1,310 @@
+"""Triton HiF8 kernels (family ``hif8``, ``emulate=exact``): the reference's float32 algorithm
+(formats-hifloat.md §3.2, §3.4, §4.1) bit for bit, one program per tile of ``TILE_ROWS ×
+TILE_COLS`` consecutive elements (HiF8 is elementwise: the tensor is read flat).
+
+Per element, on the float32 bits of ``y`` (x itself, or x·s with the per-tensor scale):
+
+1. **Steps 3-4, clamps on bits**: the magnitude bits ``|y|`` are clamped to
+   ``[bits(2^-22), bits(2^15)]`` as an int32 (for non-negative floats the int order is the
+   float order), like the reference's ``a.clamp(2^-22, 32768)``; NaN is set aside and put back
+   at the end (int clamps would otherwise turn it into 32768).
+2. **Steps 5-7, rounding**: E is the biased exponent field minus 127 (exact: the clamped value
+   is a normal float32), w = [|E| <= 3] + [|E| <= 7] + [|E| <= 15], and with sh = 23 - w,
+   ``(bits + 2^sh / 2) & -2^sh`` keeps w mantissa bits rounding half away from zero, a carry
+   landing in the exponent field: the reference's ``_rounding_tables`` computed instead of
+   looked up.
+3. **Step 8 and the zeros**: y's sign bit is ORed back; zeros (``|y| == 0``, or ``|y| < 2^-23``
+   with ``underflow=flush``) give +0, HiF8's one zero.
+4. **Overflow** (step 4): ``inf`` sends ``|y| >= 40960`` (±Inf included, NaN not) to ±Inf;
+   ``tof8`` sends it to ±49152, and from 49152 up to ±Inf; ``saturate`` is the clamp itself.
+   ``variant=paper`` then keeps ±Inf inputs as they are (§3.4).
+
+``scale=tensor`` (the seed's ``quant_hif8`` recipe, §4.1) adds the reference's own float32
+operations around the element rule (those of ``_per_tensor_scale`` and ``_quant_hif8_recipe``):
+``s = fl(k / fl(amax + 2^-23))`` with k rounded to float32, computed by every program from the
+amax (a few scalar ops; no host sync, no extra launch), ``y = fl(x·s)`` and the output
+``fl(q / s)``, both divisions IEEE (``tl.div_rn``: Triton's default division is approximate on
+the GPU), rounded once to the output dtype (bf16 by default; RNE on the bits, exactly torch's
+``.to()``). A NaN or ±Inf anywhere gives a NaN or zero s, and every element is NaN by the same
+arithmetic as the reference's. amax is the int max of the magnitude bits (every NaN pattern
+sorts above +Inf, so NaN propagates like ``torch.amax``), a small Triton reduction kept in the
+caller's ``cache`` under ``("absmax",)``: it does not depend on the format.
+
+``_hif8_sums_kernel`` runs the same tile and writes per-program int32 counts and float64
+partial sums (``_common.stats_store``) with the clip bound of ``kernels.ranges.unit_bound``:
+G = 32768 (49152 with ``tof8``), divided by s when scaled, rounded to the output dtype.
+
+``emulate=seed`` (the seed's float ``log2`` and ``floor(v + 0.5)`` arithmetic, in the input
+dtype) is not implemented: ``unsupported_reason`` says so and ``auto`` runs the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FormatSpec
+from ..reference.hif8 import HIF8_MAX, TOF8_FINITE
+from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out
+
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "hif8_fake_quantize", "hif8_sums"]
+
+FAMILIES = ("hif8",)
+
+#: A tile is TILE_ROWS × TILE_COLS consecutive elements (4096 per program).
+TILE_ROWS = 32
+TILE_COLS = 128
+TILE_ELEMS = TILE_ROWS * TILE_COLS
+#: The cache key of the tensor's max |x| (a 0-dim float32 tensor on x's device; NaN propagates).
+AMAX_KEY = ("absmax",)
+
+_OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_OVERFLOWS = ("saturate", "inf", "tof8")
+_F32 = torch.float32
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    if spec.family != "hif8":
+        return f"the triton hif8 kernels cover the hif8 family only, not {spec.family}"
+    if spec["emulate"] != "exact":
+        return "emulate=seed (the seed's float log2 arithmetic) is not implemented in triton"
+    if spec["overflow"] not in ("default",) + _OVERFLOWS:
+        return f"overflow={spec['overflow']} is not implemented in triton"
+    if spec["underflow"] not in ("default", "min", "flush"):
+        return f"underflow={spec['underflow']} is not implemented in triton"
+    if spec["out"] not in ("default", "input") + tuple(_OUT_DTYPES):
+        return f"out={spec['out']} is not implemented in triton"
+    return None
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _absmax_kernel(x_ptr, part_ptr, n, IN_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Per program, the int max of the magnitude bits of its tile (NaN patterns sort on top)."""
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+    valid = offs < n
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    tl.store(part_ptr + pid, tl.max(tl.max(ab, axis=1), axis=0))
+
+
+@triton.jit
+def _hif8_tile(
+    x_ptr,
+    amax_ptr,
+    k,
+    pid,
+    n,
+    IN_KIND: tl.constexpr,
+    SCALED: tl.constexpr,
+    FLUSH: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    KEEP_INF: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
+    """One tile: (x, q, valid, offs, s), q in float32 before the output cast, s the [1, 1] scale."""
+    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+    valid = offs < n
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    if SCALED:
+        # §4.1 steps 2-3 per program (a few scalar ops): s = fl(k / fl(amax + 2^-23)), IEEE.
+        amax = tl.load(amax_ptr + tl.zeros([1, 1], tl.int32))
+        s = tl.div_rn(tl.zeros([1, 1], tl.float32) + k, amax + 1.1920928955078125e-07)
+        y = x * s
+    else:
+        s = tl.zeros([1, 1], tl.float32) + 1.0
+        y = x
+    yb = y.to(tl.int32, bitcast=True)
+    ab = yb & 0x7FFFFFFF
+    sign = yb ^ ab
+    nan = ab > 0x7F800000
+
+    # Steps 3-4: clamp |y| to [2^-22, 2^15]; every value is then a normal float32.
+    c = tl.minimum(tl.maximum(ab, (127 - 22) << 23), (127 + 15) << 23)
+    # Steps 5-7: keep w mantissa bits, ties away from zero (E in [-22, 15]).
+    e = (c >> 23) - 127
+    ae = tl.abs(e)
+    w = (ae <= 3).to(tl.int32) + (ae <= 7).to(tl.int32) + (ae <= 15).to(tl.int32)
+    step = 1 << (23 - w)
+    qb = ((c + (step >> 1)) & -step) | sign
+    # HiF8 has one zero: +0 for ±0 and for flushed values (step 2-3).
+    if FLUSH:
+        zero = ab < ((127 - 23) << 23)
+    else:
+        zero = ab == 0
+    qb = tl.where(zero, 0, qb)
+    over = (ab >= 0x47200000) & (ab <= 0x7F800000)  # 40960 <= |y| <= Inf
+    if OVERFLOW == 1:  # inf
+        qb = tl.where(over, sign | 0x7F800000, qb)
+    elif OVERFLOW == 2:  # tof8: 49152 below 49152, Inf from there
+        qb = tl.where(over, sign | tl.where(ab >= 0x47400000, 0x7F800000, 0x47400000), qb)
+    qb = tl.where(nan, 0x7FC00000, qb)
+    if KEEP_INF:  # §3.4: the paper conversion keeps ±Inf (y is x here)
+        qb = tl.where(ab == 0x7F800000, yb, qb)
+    q = qb.to(tl.float32, bitcast=True)
+    if SCALED:
+        q = tl.div_rn(q, tl.zeros_like(q) + s)  # the reference's IEEE fl32(q / s)
+    return x, q, valid, offs, s
+
+
+@triton.jit
+def _hif8_fq_kernel(
+    x_ptr,
+    out_ptr,
+    amax_ptr,
+    k,
+    n,
+    IN_KIND: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    SCALED: tl.constexpr,
+    FLUSH: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    KEEP_INF: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, offs, s = _hif8_tile(
+        x_ptr, amax_ptr, k, pid, n, IN_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, ROWS, COLS
+    )  # fmt: skip
+    store_out(out_ptr, offs, q, valid, OUT_KIND)
+
+
+@triton.jit
+def _hif8_sums_kernel(
+    x_ptr,
+    cnt_ptr,
+    sum_ptr,
+    amax_ptr,
+    k,
+    n,
+    IN_KIND: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    SCALED: tl.constexpr,
+    FLUSH: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    KEEP_INF: tl.constexpr,
+    TOP: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, offs, s = _hif8_tile(
+        x_ptr, amax_ptr, k, pid, n, IN_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, ROWS, COLS
+    )  # fmt: skip
+    # kernels.ranges.unit_bound: G, divided by s when scaled, rounded to the output dtype.
+    bound = tl.zeros([1, 1], tl.float32) + TOP
+    if SCALED:
+        bound = tl.div_rn(bound, s)
+    bound = round_out(bound, OUT_KIND)
+    stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid)
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _modes(spec: FormatSpec) -> tuple[bool, str, str]:
+    """(scaled, underflow, overflow) as the reference resolves the defaults."""
+    paper = spec["variant"] == "paper"
+    underflow = spec["underflow"] if spec["underflow"] != "default" else ("flush" if paper else "min")
+    overflow = spec["overflow"] if spec["overflow"] != "default" else ("inf" if paper else "saturate")
+    return spec["scale"] == "tensor" and not paper, underflow, overflow
+
+
+def _out_dtype(x: torch.Tensor, spec: FormatSpec, scaled: bool) -> torch.dtype:
+    out = spec["out"]
+    if out == "default":
+        return torch.bfloat16 if scaled else x.dtype
+    return x.dtype if out == "input" else _OUT_DTYPES[out]
+
+
+def _check(x: torch.Tensor, spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+    if x.dtype not in IN_KIND:
+        raise TypeError(f"the triton hif8 kernels take float32, bfloat16 or float16, not {x.dtype}")
+
+
+def _amax(xf: torch.Tensor, cache: dict | None) -> torch.Tensor:
+    """max |x| as a 0-dim float32 tensor (NaN if any NaN), from ``cache`` when it holds it."""
+    if cache is not None and AMAX_KEY in cache:
+        return torch.as_tensor(cache[AMAX_KEY], dtype=_F32, device=xf.device).reshape(())
+    programs = triton.cdiv(xf.numel(), TILE_ELEMS)
+    part = torch.empty(programs, dtype=torch.int32, device=xf.device)
+    _absmax_kernel[(programs,)](in_arg(xf), part, xf.numel(), IN_KIND=IN_KIND[xf.dtype], ROWS=TILE_ROWS, COLS=TILE_COLS)
+    amax = part.max().view(_F32)
+    if cache is not None:
+        cache[AMAX_KEY] = amax
+    return amax
+
+
+def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
+    """(flat contiguous x, output dtype, positional kernel args after the pointers, constexprs)."""
+    scaled, underflow, overflow = _modes(spec)
+    xf = x.detach().reshape(-1)
+    if not xf.is_contiguous():
+        xf = xf.contiguous()
+    # k as _per_tensor_scale rounds it to float32; a Python float travels to the kernel as fp32.
+    k = torch.tensor(spec["k"], dtype=_F32).item()
+    amax = _amax(xf, cache) if scaled else xf  # unscaled: a placeholder, never read
+    out_dtype = _out_dtype(x, spec, scaled)
+    c = dict(
+        IN_KIND=IN_KIND[x.dtype],
+        OUT_KIND=IN_KIND[out_dtype],
+        SCALED=scaled,
+        FLUSH=underflow == "flush",
+        OVERFLOW=_OVERFLOWS.index(overflow),
+        KEEP_INF=spec["variant"] == "paper",
+        ROWS=TILE_ROWS,
+        COLS=TILE_COLS,
+    )
+    return xf, out_dtype, (in_arg(amax), k, xf.numel()), c
+
+
+def hif8_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported HiF8 spec, bit for bit."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xf, out_dtype, args, c = _launch_args(x, spec, cache)
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    programs = triton.cdiv(xf.numel(), TILE_ELEMS)
+    _hif8_fq_kernel[(programs,)](in_arg(xf), in_arg(out), *args, **c)
+    return out
+
+
+def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size
+    (plus the amax pass for ``scale=tensor``, skipped when ``cache`` holds it)."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
+    xf, _, args, c = _launch_args(x, spec, cache)
+    programs = triton.cdiv(xf.numel(), TILE_ELEMS)
+    cnt, sums = partials(programs, x.device)
+    top = TOF8_FINITE if _modes(spec)[2] == "tof8" else HIF8_MAX
+    _hif8_sums_kernel[(programs,)](in_arg(xf), cnt, sums, *args, TOP=top, **c)
+    return reduce(cnt, sums, input_stats)
+
+
+def fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+    """The module interface's ``fake_quantize`` (no cache)."""
+    return hif8_fake_quantize(x, spec)
+
+
+sums = hif8_sums
