@@ -13,6 +13,8 @@ rounding (they are float64 per program, and only their order differs).
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -37,6 +39,12 @@ __all__ = [
 
 #: Input/output dtype -> the kind code the kernels take as a constexpr.
 IN_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+#: bfloat16 through Triton's own bf16 type: loads widen in one instruction and stores round
+#: with the hardware's RNE conversion (NaN to a canonical NaN). Triton's interpreter has no
+#: bfloat16 (numpy does not), so there bf16 travels as int16 bits and is converted by hand,
+#: with the same results. Decided, like Triton's own choice, when this module is imported.
+_NATIVE_BF16 = os.environ.get("TRITON_INTERPRET", "0") != "1"
+NATIVE_BF16 = tl.constexpr(_NATIVE_BF16)
 #: Per-program int32 counters, in this order.
 COUNTS = ("numel", "nan_in", "inf_in", "nan_out", "inf_out", "n", "clipped", "flushed", "nx")
 #: Per-program float64 partials, in this order.
@@ -71,7 +79,10 @@ def bf16_bits(f):
 def round_out(f, OUT_KIND: tl.constexpr):
     """``f`` (float32) as the output dtype rounds it (exactly torch's ``.to(dtype)``), in float32."""
     if OUT_KIND == 1:
-        return (bf16_bits(f) << 16).to(tl.float32, bitcast=True)
+        if NATIVE_BF16:
+            return f.to(tl.bfloat16).to(tl.float32)
+        else:
+            return (bf16_bits(f) << 16).to(tl.float32, bitcast=True)
     elif OUT_KIND == 2:
         return f.to(tl.float16).to(tl.float32)
     else:
@@ -80,11 +91,14 @@ def round_out(f, OUT_KIND: tl.constexpr):
 
 @triton.jit
 def load_f32(ptr, offs, mask, IN_KIND: tl.constexpr):
-    """Elements of a float32 / bfloat16 (passed as int16, see :func:`in_arg`) / float16 tensor
-    as float32; masked-off lanes read 0."""
+    """Elements of a float32 / bfloat16 (see :func:`in_arg`) / float16 tensor as float32;
+    masked-off lanes read 0."""
     if IN_KIND == 1:
-        v = tl.load(ptr + offs, mask=mask, other=0)
-        return ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
+        if NATIVE_BF16:
+            return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            v = tl.load(ptr + offs, mask=mask, other=0)
+            return ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
     elif IN_KIND == 2:
         return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
@@ -93,10 +107,13 @@ def load_f32(ptr, offs, mask, IN_KIND: tl.constexpr):
 
 @triton.jit
 def store_out(ptr, offs, q, mask, OUT_KIND: tl.constexpr):
-    """Store float32 ``q`` rounded to the output dtype (bfloat16 through int16, RNE on the bits)."""
+    """Store float32 ``q`` rounded to the output dtype (RNE, like torch's ``.to(dtype)``)."""
     if OUT_KIND == 1:
-        h = bf16_bits(q)
-        tl.store(ptr + offs, tl.where(h >= 32768, h - 65536, h).to(tl.int16), mask=mask)
+        if NATIVE_BF16:
+            tl.store(ptr + offs, q.to(tl.bfloat16), mask=mask)
+        else:
+            h = bf16_bits(q)
+            tl.store(ptr + offs, tl.where(h >= 32768, h - 65536, h).to(tl.int16), mask=mask)
     elif OUT_KIND == 2:
         tl.store(ptr + offs, q.to(tl.float16), mask=mask)
     else:
@@ -182,8 +199,9 @@ def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS: tl.const
 
 
 def in_arg(t: torch.Tensor) -> torch.Tensor:
-    """What a kernel takes for ``t``: bfloat16 travels as int16 (the kernels widen the bits)."""
-    return t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+    """What a kernel takes for ``t``: in Triton's interpreter bfloat16 travels as int16 bits
+    (see :data:`NATIVE_BF16`); everything else as it is."""
+    return t.view(torch.int16) if t.dtype == torch.bfloat16 and not _NATIVE_BF16 else t
 
 
 def partials(programs: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

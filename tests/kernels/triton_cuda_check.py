@@ -1,7 +1,7 @@
 """The Triton kernels compiled for a GPU against the reference on the same GPU, at full size.
 
 Run by ``test_triton_cuda.py`` in a subprocess (Triton must not be in interpreter mode), or
-directly: ``python3 tests/kernels/triton_cuda_check.py [--quick]``. For every format in
+directly: ``python3 tests/kernels/triton_cuda_check.py [--quick] [--families=mx,nf4]``. For every format in
 :data:`FORMATS` that the triton backend accepts, on float32, bfloat16 and float16 tensors of a
 ragged shape (values over ~60 binades, ties, zeros, NaN, ±Inf, subnormals):
 
@@ -65,6 +65,7 @@ def data(shape, dtype, g) -> torch.Tensor:
     x = torch.where(pick > 0.98, 0.0, x)
     x[0, :6] = torch.tensor([math.nan, math.inf, -math.inf, 1e-40, -0.0, 3e38])
     x[7, :] = 1e-42  # a row of fp32 subnormals (zero in bf16/fp16)
+    x[8, :] = torch.randn(shape[1], device="cuda", generator=g) * 1e-39  # fp32 normals and bf16 subnormals
     return x.to(dtype)
 
 
@@ -125,6 +126,7 @@ def golden(triton_ok) -> int:
 
 def main() -> int:
     quick = "--quick" in sys.argv
+    only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--families=")), None)
     assert "TRITON_INTERPRET" not in os.environ or os.environ["TRITON_INTERPRET"] != "1"
     tb = backends.REGISTRY["triton"]
     dev = torch.device("cuda")
@@ -137,6 +139,8 @@ def main() -> int:
     checked, refused, t0 = 0, [], time.perf_counter()
     for fmt, all_dtypes in FORMATS:
         spec = kernels.parse(fmt)
+        if only and spec.family not in only:
+            continue
         why = tb.check(dev, spec)
         if why:
             refused.append(f"{fmt}: {why}")
@@ -146,7 +150,7 @@ def main() -> int:
             check_format(fmt, data(shape, dtype, g))
             checked += 1
         print(f"ok  {fmt}", flush=True)
-    n_golden = golden(triton_ok)
+    n_golden = golden(lambda spec: triton_ok(spec) and (not only or spec.family in only))
     print(f"{checked} (format, dtype) pairs bit-exact on {tuple(shape)}; {n_golden} golden files; "
           f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
     for r in refused:
