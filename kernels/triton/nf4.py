@@ -1,0 +1,304 @@
+"""Triton NF4 kernels (family ``nf4``): bitsandbytes' code book with an absmax per block
+(formats-mx.md §5.1), the reference ``quantize_nf4_ref`` bit for bit, one program per tile of
+``BPP`` blocks.
+
+The input is viewed in place as (outer, L, inner), L the blocked axis and ``inner`` the product
+of the dimensions after it; each (outer, inner) line is cut into ``ceil(L / block)`` blocks, the
+last one possibly partial (the reference zero-pads it, and zeros never raise an absmax). With
+the axis last (inner = 1) a tile is [blocks, block], as in ``kernels.triton.mx``; otherwise it
+is [block, blocks] with neighbouring blocks at neighbouring addresses, so a warp's loads stay
+coalesced along ``inner`` and no transposed copy of x is made.
+
+Per tile, the reference's float32 operations in its order:
+
+1. **absmax** is an int32 max of the magnitude bits: for non-negative floats the int order is
+   the float order and every NaN pattern sorts above +Inf, so NaN propagates as ``amax`` does.
+2. ``r = 1 / max(absmax, 1e-38)``, IEEE-rounded (``div_rn``: Triton's ``/`` is approximate on
+   GPUs), and the floor as an int max on the bits, so a NaN absmax stays NaN; then
+   ``s = clamp(x · r, -1, 1)`` as the reference's ``torch.reciprocal`` and ``clamp``.
+3. **The code index** is ``bucketize(s, midpoints)`` (a value on a midpoint goes to the lower
+   code, NaN past the last one), found as ``kernels.fast.nf4`` finds it: the cell
+   ``c = rne(16·s) + 16`` is the low mantissa of ``16·s + (2^23 + 16)`` (``16·s`` is exact and
+   the sum rounds once, fused or not); a cell holds at most one midpoint ``mid[c]`` and every
+   midpoint sits well inside its cell, so the code is ``code2[c + 33·(s > mid[c])]``. The two
+   33-entry tables (``kernels.fast.nf4._cell_tables``) are loaded per element: they stay in
+   L1, and two look-ups replace 15 compare-and-selects per element (not yet measured against
+   them on a GPU). NaN ``s`` (a block
+   whose absmax is NaN or Inf) is mapped to 1.0 first, which is the top bucket as bucketize
+   puts it.
+4. ``q = code · absmax`` in float32 (so an Inf element of an Inf block decodes to +Inf and the
+   rest of it to NaN, a NaN block to NaN, §5.1), rounded to the output dtype: bf16 RNE on the
+   bits (exactly torch's ``.to(bfloat16)``), fp16 by Triton's conversion (RNE).
+
+One kernel, ``_nf4_kernel``, stores q (fake quantization) or, with ``SUMS``, writes each tile's
+partial error sums and counts (``kernels.triton._common.stats_store``, merged on the host by
+``reduce``): no tensor of x's size. The clip bound is +Inf everywhere (``kernels.ranges.unit_bound``
+is None for nf4: no element ever exceeds its block absmax).
+
+Blocks up to :data:`MAX_TILE_BLOCK` sit whole in a tile and x is read once. Longer blocks are cut
+into chunks of ``KC`` positions (one block per program along the last axis; 8 neighbouring
+blocks, one 32-byte sector, otherwise): the program takes the absmax over all chunks first, then
+reads them again to quantize, and each chunk is one tile of partial sums.
+
+The ``cache`` of :func:`sums` is accepted and left alone: nf4's only reduction, the block absmax,
+depends on the format (block, axis) and is computed in registers in the same pass at no cost;
+there is no format-independent per-tensor reduction worth sharing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..fast.nf4 import _CODE2, _MID, _N_CELLS
+from ..formats import FormatSpec
+from ..reference.nf4 import BNB_ABSMAX_FLOOR
+from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out
+
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "nf4_fake_quantize", "nf4_sums"]
+
+FAMILIES = ("nf4",)
+
+#: Elements per program (blocks per program = this / padded block length, at least 1).
+TILE_ELEMS = 4096
+#: Blocks up to this (padded to a power of two) are held whole in one tile; longer ones in chunks.
+MAX_TILE_BLOCK = 8192
+#: The longest block: positions within a block are int32 in the kernels.
+MAX_BLOCK = 2**30
+#: float32 bits of bitsandbytes' absmax floor (1e-38 rounded to float32, a subnormal).
+_FLOOR_BITS = int(torch.tensor(BNB_ABSMAX_FLOOR, dtype=torch.float32).view(torch.int32))
+#: The cell count on each side of 0 (cells are 1/16 wide) and the float32 bits of 2^23.
+_CELLS = (_N_CELLS - 1) // 2
+_MAGIC = 2.0**23 + _CELLS
+_MAGIC_BITS = 0x4B000000
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    if spec.family != "nf4":
+        return f"the triton nf4 kernels cover the nf4 family only, not {spec.family}"
+    if not 1 <= spec["block"] <= MAX_BLOCK:
+        return f"block={spec['block']} is not implemented in triton (1..2^30: int32 positions)"
+    return None
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _nf4_locate(pid, k0, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.constexpr, BPP: tl.constexpr,
+                TRANS: tl.constexpr):  # fmt: skip
+    """(offs, valid) of positions k0 .. k0 + KC - 1 of the program's BPP blocks: a [BPP, KC]
+    tile, or [KC, BPP] when TRANS (the block along dim 0)."""
+    g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
+    k = k0 + tl.arange(0, KC)
+    if TRANS:
+        # Block g is (o, b, i) with i fastest: neighbouring blocks sit at neighbouring addresses.
+        line = nblk * INNER
+        o = g // line
+        rest = g - o * line
+        b = rest // INNER
+        i = rest - b * INNER
+        base = o * L * INNER + b * (BLOCK * INNER) + i
+        pos = (b * BLOCK)[None, :] + k[:, None]
+        valid = (g < n_blocks)[None, :] & (k < BLOCK)[:, None] & (pos < L)
+        offs = base[None, :] + k[:, None].to(tl.int64) * INNER
+    else:
+        row = g // nblk
+        col = (g - row * nblk) * BLOCK
+        cols = col[:, None] + k[None, :]
+        valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
+        offs = row[:, None] * L + cols
+    return offs, valid
+
+
+@triton.jit
+def _nf4_amax(x, TRANS: tl.constexpr):
+    """Step 1: each block's absmax bits, an int max of |x| bits (NaN patterns sort on top)."""
+    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    if TRANS:
+        return tl.max(ab, axis=0)
+    else:
+        return tl.max(ab, axis=1)
+
+
+@triton.jit
+def _nf4_decode(x, amax, mid_ptr, code_ptr, BPP: tl.constexpr, TRANS: tl.constexpr, FLOOR_BITS: tl.constexpr,
+                MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr):  # fmt: skip
+    """Steps 2-4 for a tile of x and its blocks' absmax bits: q in float32, before the output cast."""
+    absmax = amax.to(tl.float32, bitcast=True)
+    den = tl.maximum(amax, FLOOR_BITS).to(tl.float32, bitcast=True)  # on the bits: a NaN absmax stays NaN
+    r = tl.div_rn(tl.full([BPP], 1.0, tl.float32), den)
+    if TRANS:
+        r2 = r[None, :]
+        absmax2 = absmax[None, :]
+    else:
+        r2 = r[:, None]
+        absmax2 = absmax[:, None]
+    s = x * r2
+    nan = s != s
+    s = tl.minimum(tl.maximum(s, -1.0), 1.0)
+    s = tl.where(nan, 1.0, s)  # bucketize puts NaN past the last midpoint: code +1
+    # Step 3: the cell, then at most one midpoint comparison inside it.
+    cell = (s * 16.0 + MAGIC).to(tl.int32, bitcast=True) - MAGIC_BITS
+    mid = tl.load(mid_ptr + cell)
+    code = tl.load(code_ptr + cell + (s > mid).to(tl.int32) * N_CELLS)
+    return code * absmax2
+
+
+@triton.jit
+def _nf4_emit(x, q, valid, offs, out_ptr, cnt_ptr, sum_ptr, tile, IN_KIND: tl.constexpr, SUMS: tl.constexpr,
+              INPUT_STATS: tl.constexpr):  # fmt: skip
+    """Store q, or (SUMS) the tile's error sums as partial number ``tile``."""
+    if SUMS:
+        inf = tl.full([1, 1], float("inf"), tl.float32)  # unit_bound is None for nf4: nothing clips
+        stats_store(x, round_out(q, IN_KIND), valid, inf, cnt_ptr, sum_ptr, tile, INPUT_STATS)
+    else:
+        store_out(out_ptr, offs, q, valid, IN_KIND)
+
+
+@triton.jit
+def _nf4_kernel(
+    x_ptr,
+    out_ptr,
+    cnt_ptr,
+    sum_ptr,
+    mid_ptr,
+    code_ptr,
+    n_blocks,
+    nblk,
+    L,
+    INNER,
+    BLOCK: tl.constexpr,
+    KC: tl.constexpr,
+    NCH: tl.constexpr,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    TRANS: tl.constexpr,
+    SUMS: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
+    FLOOR_BITS: tl.constexpr,
+    MAGIC: tl.constexpr,
+    MAGIC_BITS: tl.constexpr,
+    N_CELLS: tl.constexpr,
+):
+    """Fake quantization into out_ptr, or (SUMS) the error sums of each tile into cnt_ptr/sum_ptr
+    (partial ``pid·NCH + chunk``). With NCH == 1 a block fits one tile of KC positions and x is
+    read once; longer blocks are cut into NCH chunks: the program finds its blocks' absmax over
+    all of them, then reads them again to quantize."""
+    pid = tl.program_id(0)
+    if NCH == 1:
+        offs, valid = _nf4_locate(pid, 0, n_blocks, nblk, L, INNER, BLOCK, KC, BPP, TRANS)
+        x = load_f32(x_ptr, offs, valid, IN_KIND)
+        q = _nf4_decode(x, _nf4_amax(x, TRANS), mid_ptr, code_ptr, BPP, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
+        _nf4_emit(x, q, valid, offs, out_ptr, cnt_ptr, sum_ptr, pid, IN_KIND, SUMS, INPUT_STATS)
+    else:
+        amax = tl.zeros([BPP], dtype=tl.int32)
+        for c in range(0, NCH):
+            offs, valid = _nf4_locate(pid, c * KC, n_blocks, nblk, L, INNER, BLOCK, KC, BPP, TRANS)
+            amax = tl.maximum(amax, _nf4_amax(load_f32(x_ptr, offs, valid, IN_KIND), TRANS))
+        for c in range(0, NCH):
+            offs, valid = _nf4_locate(pid, c * KC, n_blocks, nblk, L, INNER, BLOCK, KC, BPP, TRANS)
+            x = load_f32(x_ptr, offs, valid, IN_KIND)
+            q = _nf4_decode(x, amax, mid_ptr, code_ptr, BPP, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
+            _nf4_emit(x, q, valid, offs, out_ptr, cnt_ptr, sum_ptr, pid * NCH + c, IN_KIND, SUMS, INPUT_STATS)
+
+
+# --------------------------------------------------------------------------- launchers
+
+_TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mid, code2) look-up tables of step 3 on ``device``, made once per device."""
+    t = _TABLES.get(device)
+    if t is None:
+        t = _TABLES[device] = (_MID.to(device), _CODE2.to(device))
+    return t
+
+
+def _check(x: torch.Tensor, spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+    if x.dtype not in IN_KIND:
+        raise TypeError(f"the triton nf4 kernels take float32, bfloat16 or float16, not {x.dtype}")
+
+
+def _launch_args(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int, int, tuple, dict]:
+    """(contiguous x, programs, tiles, runtime args, constexprs) for a non-empty x of dim >= 1."""
+    if not -x.dim() <= spec["axis"] < x.dim():
+        raise ValueError(f"axis out of range for a {x.dim()}-D tensor")
+    axis = spec["axis"] % x.dim()
+    xc = x.detach().contiguous()
+    L = x.shape[axis]
+    inner = math.prod(x.shape[axis + 1 :])
+    # A block at least as long as the line is the whole line (the padding zeros change nothing).
+    block = min(spec["block"], L)
+    trans = inner > 1
+    bp2 = triton.next_power_of_2(block)
+    if bp2 <= MAX_TILE_BLOCK:  # whole blocks in one tile: one read of x
+        kc, bpp, nch = bp2, max(1, TILE_ELEMS // bp2), 1
+    else:  # chunks of the block; across blocks (TRANS) 8 neighbours fill a 32-byte sector
+        bpp = 8 if trans else 1
+        kc = TILE_ELEMS // bpp
+        nch = triton.cdiv(block, kc)
+    nblk = triton.cdiv(L, block)
+    n_blocks = (x.numel() // L) * nblk
+    programs = triton.cdiv(n_blocks, bpp)
+    c = dict(
+        BLOCK=block,
+        KC=kc,
+        NCH=nch,
+        BPP=bpp,
+        IN_KIND=IN_KIND[x.dtype],
+        TRANS=trans,
+        FLOOR_BITS=_FLOOR_BITS,
+        MAGIC=_MAGIC,
+        MAGIC_BITS=_MAGIC_BITS,
+        N_CELLS=_N_CELLS,
+        num_warps=8 if kc * bpp > TILE_ELEMS else 4,
+    )
+    mid, code2 = _tables(x.device)
+    return xc, programs, programs * nch, (mid, code2, n_blocks, nblk, L, inner), c
+
+
+def nf4_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported nf4 spec, bit for bit."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xc, programs, _, args, c = _launch_args(x, spec)
+    out = torch.empty_like(xc)
+    o = in_arg(out)
+    _nf4_kernel[(programs,)](in_arg(xc), o, o, o, *args, SUMS=False, INPUT_STATS=False, **c)
+    return out
+
+
+def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` (clip bound +Inf, as
+    ``kernels.ranges.unit_bound``'s None), fused: no tensor of x's size is written, and x is read
+    once (twice for blocks longer than ``MAX_TILE_BLOCK``). ``cache`` is not used (see the module
+    docstring)."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
+    xc, programs, tiles, args, c = _launch_args(x, spec)
+    cnt, sums_ = partials(tiles, x.device)
+    xa = in_arg(xc)
+    _nf4_kernel[(programs,)](xa, xa, cnt, sums_, *args, SUMS=True, INPUT_STATS=bool(input_stats), **c)
+    return reduce(cnt, sums_, input_stats)
+
+
+fake_quantize = nf4_fake_quantize
+sums = nf4_sums
