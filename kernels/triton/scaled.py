@@ -1,0 +1,408 @@
+"""Triton kernels for the per-tensor and per-row scaled formats and the casts: families
+``fp8tensor`` (formats-mx.md §6), ``int8sym`` (§8) and ``cast`` (§7), both emulate modes,
+bit for bit with ``kernels.reference.fp8`` / ``int8sym`` / ``cast``.
+
+Each family has one kernel with a ``STATS`` switch: it either stores the fake quantization
+or, fused on the same tile, the error sums of ``_common.stats_store`` (no tensor of x's size
+is written). The tile is 2-D and ~4096 elements: for the elementwise families a run of the
+flat tensor cut into rows of ``_TC``; for ``int8sym`` a block of the (rows, columns) matrix
+described below.
+
+**fp8tensor** (§6). The per-tensor amax (max |x|, NaN propagating) is a torch reduction kept
+in the caller's cache under ``("absmax",)``, read by every program as a 0-dim device tensor
+(no host synchronisation). Each program then repeats the reference's scalar arithmetic:
+``scale = fl32(max_norm / amax)`` divided in float64 (seed: ``max_norm / (amax + 2^-23)``, the
+float64 sum being the seed's Python double), one scalar float64 division per program, the
+same IEEE operation in the interpreter and on the GPU. Per element, on magnitudes with the
+sign bit ORed back (division and rounding are odd functions, so -0 stays -0):
+``v = min(|x|·scale, max_norm)`` (finite whenever amax is finite and >= 2^-23, since
+|x| <= amax); the step ``2^max(floor(log2 v), emin) · 2^-M`` from v's exponent field, as
+``reference.fp8.round_to_grid`` reads it; ``t = v / step`` is exact (a power of two), so RNE is
+integer work on ``trunc(t)`` and its exact remainder; ``r·step`` is exact and the final
+``/ scale`` is ``tl.div_rn`` (IEEE, like torch; Triton's default float32 division is
+approximate on the GPU). Then the reference's guards: amax < 2^-23 returns x, a NaN/Inf amax
+makes everything NaN. The clip bound (``kernels.ranges``: ``max_norm / scale``, +Inf under
+the guard, NaN for a non-finite amax) is the same scalar arithmetic. Seed mode returns
+float32 whatever the input dtype, like the reference.
+
+**int8sym** (§8). x (contiguous) is viewed as (outer, L, inner) around the axis: with the
+axis last the matrix is (outer, L) and row r uses amax[r]; otherwise the matrix is
+(outer·L, inner) and element (r, c) uses amax[(r // L)·inner + c] (one integer division per
+tile row, not per element, and no transposed copy). Rows along the last axis of at most 4096
+elements sit whole in one tile, which takes their amax itself as an int max of the magnitude
+bits (NaN sorting above +Inf, as ``kernels.triton.mx``): one pass over x. Otherwise the
+per-row amax is a torch reduction cached under ``("absmax_axis", axis)`` (axis non-negative;
+the layout ``kernels.triton.mx`` shares). Per element,
+as the reference: ``step = amax / 127`` and ``x / step`` are true divisions (``tl.div_rn``),
+``round(y).clamp(-127, 127)`` is integer work on ``min(|y|, 127)`` (rounding is monotone and
+127 an integer, so clamping first changes nothing), then ``· step``. emulate=exact makes a
+row with step == 0 exactly +0; NaN/Inf rows come out NaN through the same IEEE operations.
+emulate=seed computes in the input dtype: torch's bfloat16/float16 arithmetic is float32
+arithmetic rounded (RNE) to the dtype after every operation, which ``round_out`` after each
+operation reproduces; its all-zero rows are NaN (0/0) as in the seed.
+
+**cast** (§7). ``x.to(T).to(back)``: T = bfloat16 by RNE on the bits, float16 by Triton's
+conversion (RNE, overflow to ±Inf, subnormals kept), then the output dtype's rounding
+(``store_out`` / ``round_out``), which for a bf16 input and fp16 is the reference's second
+rounding. ``back`` is the input dtype, float32 for emulate=seed. The clip bound is the
+constant of ``kernels.ranges`` (the largest finite round trip, or +Inf when none overflows).
+
+Local helper (not in ``_common``): ``_rne_int``, RNE of a non-negative float32 below 2^23 by
+integer work (``mx.py`` inlines the same steps).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FormatSpec
+from ..reference.fp8 import FP8_ELEMENTS
+from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, partials, reduce, round_out, stats_store, store_out
+
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "tensor_absmax", "row_absmax"]
+
+FAMILIES = ("fp8tensor", "int8sym", "cast")
+
+#: Elements per program; the flat tile is (_TILE // _TC, _TC).
+_TILE = 4096
+_TC = 256
+#: int8sym along the last axis: rows up to this long sit whole in one tile, which takes their
+#: amax itself (one pass over x); longer rows are split in tile rows of _MAX_BC, amax from torch.
+_ROW_IN_TILE = _TILE
+_MAX_BC = 1024
+
+_CAST_KIND = {"fp32": 0, "bf16": 1, "fp16": 2}
+_CAST_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not. Every option of the three
+    families (element, axis, emulate exact|seed) is covered."""
+    if spec.family not in FAMILIES:
+        return f"kernels.triton.scaled covers {', '.join(FAMILIES)}, not {spec.family}"
+    if spec.emulate not in ("exact", "seed"):
+        return f"emulate={spec.emulate} is not implemented in triton"
+    if spec.family == "fp8tensor" and spec["element"] not in FP8_ELEMENTS:
+        return f"element {spec['element']} is not implemented in triton"
+    if spec.family == "cast" and spec["element"] not in _CAST_KIND:
+        return f"cast to {spec['element']} is not implemented in triton"
+    return None
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _rne_int(t):
+    """RNE of float32 ``t`` in [0, 2^23) to an integer-valued float32 (exact: trunc and the
+    remainder are exact there), as ``torch.round``."""
+    ti = t.to(tl.int32)
+    f = ti.to(tl.float32)
+    rem = t - f
+    return f + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.float32)
+
+
+@triton.jit
+def _flat_tile(x_ptr, pid, n, TR: tl.constexpr, TC: tl.constexpr, IN_KIND: tl.constexpr):
+    """The program's (TR, TC) run of the flat tensor: x as float32, valid, offsets."""
+    r = tl.arange(0, TR)
+    c = tl.arange(0, TC)
+    offs = pid.to(tl.int64) * (TR * TC) + (r[:, None] * TC + c[None, :]).to(tl.int64)
+    valid = offs < n
+    if IN_KIND == 1:
+        v = tl.load(x_ptr + offs, mask=valid, other=0)
+        x = ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
+    else:
+        x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    return x, valid, offs
+
+
+@triton.jit
+def _emit(x, q, valid, offs, bound, out_ptr, cnt_ptr, sum_ptr, pid, OUT_KIND: tl.constexpr, STATS: tl.constexpr):
+    if STATS:
+        stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid)
+    else:
+        store_out(out_ptr, offs, q, valid, OUT_KIND)
+
+
+@triton.jit
+def _fp8_kernel(
+    x_ptr,
+    amax_ptr,
+    out_ptr,
+    cnt_ptr,
+    sum_ptr,
+    n,
+    TR: tl.constexpr,
+    TC: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    M: tl.constexpr,
+    EMIN: tl.constexpr,
+    MAX_NORM: tl.constexpr,
+    SEED: tl.constexpr,
+    STATS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, valid, offs = _flat_tile(x_ptr, pid, n, TR, TC, IN_KIND)
+
+    # §6 step 2, the reference's scalar arithmetic: float64 quotient rounded once to float32.
+    amax = tl.load(amax_ptr)
+    den = amax.to(tl.float64)
+    if SEED:
+        den = den + 1.1920928955078125e-07  # the seed's + eps (2^-23) in Python double
+    scale = (MAX_NORM / den).to(tl.float32)
+    tiny = amax < 1.1920928955078125e-07  # §6 step 1: x is returned unchanged (False for NaN)
+    finite = amax < float("inf")
+
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    sign = xb ^ ab
+    v = tl.minimum(ab.to(tl.float32, bitcast=True) * scale, MAX_NORM)
+    # round_to_grid: step 2^max(floor(log2 v), emin) · 2^-M from the exponent field.
+    step_bits = tl.maximum(v.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23) - (M << 23)
+    step = step_bits.to(tl.float32, bitcast=True)
+    inv = ((254 << 23) - step_bits).to(tl.float32, bitcast=True)  # 1/step, a normal power of two
+    qm = tl.div_rn(_rne_int(v * inv) * step, scale)
+    q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+    q = tl.where(tiny, x, tl.where(finite, q, float("nan")))
+
+    if STATS:
+        # kernels.ranges (fp8tensor): max_norm / scale, +Inf under the guard, NaN for NaN/Inf amax.
+        b = tl.div_rn(tl.full((), MAX_NORM, tl.float32), scale)
+        b = tl.where(tiny, float("inf"), b)
+        b = tl.where(finite, b, float("nan"))
+        b = round_out(b, OUT_KIND)
+    else:
+        b = 0.0
+    _emit(x, q, valid, offs, b, out_ptr, cnt_ptr, sum_ptr, pid, OUT_KIND, STATS)
+
+
+@triton.jit
+def _cast_kernel(
+    x_ptr,
+    out_ptr,
+    cnt_ptr,
+    sum_ptr,
+    n,
+    bound,
+    TR: tl.constexpr,
+    TC: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    TARGET: tl.constexpr,
+    STATS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, valid, offs = _flat_tile(x_ptr, pid, n, TR, TC, IN_KIND)
+    q = round_out(x, TARGET)  # x.to(T), as float32; the way back is the output rounding
+    _emit(x, q, valid, offs, bound, out_ptr, cnt_ptr, sum_ptr, pid, OUT_KIND, STATS)
+
+
+@triton.jit
+def _int8_kernel(
+    x_ptr,
+    amax_ptr,
+    out_ptr,
+    cnt_ptr,
+    sum_ptr,
+    R,
+    C,
+    D,
+    ncb,
+    BR: tl.constexpr,
+    BC: tl.constexpr,
+    AXIS_LAST: tl.constexpr,
+    ROW_IN_TILE: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    ARITH_KIND: tl.constexpr,
+    SEED: tl.constexpr,
+    STATS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = (pid // ncb).to(tl.int64) * BR + tl.arange(0, BR).to(tl.int64)
+    cols = (pid % ncb) * BC + tl.arange(0, BC)
+    rmask = rows < R
+    valid = rmask[:, None] & (cols < C)[None, :]
+    offs = rows[:, None] * C + cols[None, :]
+    if IN_KIND == 1:
+        v = tl.load(x_ptr + offs, mask=valid, other=0)
+        x = ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
+    else:
+        x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    if ROW_IN_TILE:
+        # The int max of the magnitude bits is the float max, NaN patterns sorting above +Inf:
+        # the reference's abs().amax(), NaN propagating; masked lanes read 0.
+        amax = tl.max(x.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1).to(tl.float32, bitcast=True)[:, None]
+    elif AXIS_LAST:
+        amax = tl.load(amax_ptr + rows, mask=rmask, other=1.0)[:, None]
+    else:
+        aoffs = (rows // D)[:, None] * C + cols[None, :]
+        amax = tl.load(amax_ptr + aoffs, mask=valid, other=1.0)
+
+    # §8: step = amax / 127 and x / step as true divisions; seed mode rounds every result to
+    # the input dtype, as torch's bf16/fp16 arithmetic does (IN_KIND 0: no rounding).
+    step = round_out(tl.div_rn(amax, 127.0 + tl.zeros_like(amax)), ARITH_KIND)
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    sign = xb ^ ab
+    y = round_out(tl.div_rn(ab.to(tl.float32, bitcast=True), step), ARITH_KIND)
+    # round, clamp to 127 (clamping first is the same: rounding is monotone), times step.
+    r = _rne_int(tl.minimum(y, 127.0))
+    qm = round_out(r * step, ARITH_KIND)
+    q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+    q = tl.where(y != y, float("nan"), q)  # 0/0, x/NaN, Inf/Inf: torch's NaN passes round and clamp
+    if not SEED:
+        q = tl.where(step == 0.0, 0.0, q)  # the fixed seed bug: a zero step gives +0
+    # kernels.ranges (int8sym): 127 · step, rounded to the output (= input) dtype.
+    b = round_out(127.0 * step, IN_KIND)
+    _emit(x, q, valid, offs, b, out_ptr, cnt_ptr, sum_ptr, pid, IN_KIND, STATS)
+
+
+# --------------------------------------------------------------------------- host side
+
+
+def tensor_absmax(x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    """max |x| over the whole tensor as a 0-dim float32 tensor on x's device (NaN propagates,
+    like the reference's ``abs().amax()``), kept in ``cache[("absmax",)]``: the key and layout
+    the hif8 and nvfp kernels use, so whichever runs first on a tensor serves the others."""
+    key = ("absmax",)
+    if cache is not None and key in cache:
+        a = torch.as_tensor(cache[key])
+        if a.numel() == 1:
+            return a.to(device=x.device, dtype=torch.float32).reshape(())
+    mn, mx = torch.aminmax(x)  # one pass, no |x| buffer; both propagate NaN
+    a = torch.maximum(mn.abs(), mx.abs()).to(torch.float32)
+    if cache is not None:
+        cache[key] = a
+    return a
+
+
+def row_absmax(x: torch.Tensor, axis: int, cache: dict | None = None) -> torch.Tensor:
+    """max |x| along ``axis`` (non-negative) as contiguous float32 of shape (outer·inner,):
+    one value per row of ``x.movedim(axis, -1)``, in that order; kept in
+    ``cache[("absmax_axis", axis)]``, the key and layout kernels.triton.mx uses for block=0."""
+    key = ("absmax_axis", axis)
+    rows = x.numel() // x.shape[axis]
+    if cache is not None and key in cache:
+        a = torch.as_tensor(cache[key])
+        if a.numel() == rows:
+            return a.to(device=x.device, dtype=torch.float32).reshape(-1).contiguous()
+    mn, mx = torch.aminmax(x, dim=axis)  # one pass, no |x| buffer; both propagate NaN
+    a = torch.maximum(mn.abs(), mx.abs()).to(torch.float32).reshape(-1).contiguous()
+    if cache is not None:
+        cache[key] = a
+    return a
+
+
+def _out_dtype(x: torch.Tensor, spec: FormatSpec) -> torch.dtype:
+    # emulate=seed returns float32 for fp8tensor and cast, the input dtype for int8sym.
+    return torch.float32 if spec.emulate == "seed" and spec.family != "int8sym" else x.dtype
+
+
+def _check(spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+
+
+def _geometry(x: torch.Tensor, spec: FormatSpec) -> tuple[int, dict]:
+    """(programs, the family kernel's shape arguments) for contiguous ``x``."""
+    n = x.numel()
+    if spec.family != "int8sym":
+        return triton.cdiv(n, _TILE), dict(n=n, TR=_TILE // _TC, TC=_TC)
+    axis = spec["axis"] % x.dim()
+    L = x.shape[axis]
+    inner = x.shape[axis + 1 :].numel()
+    # Axis last: the matrix (outer, L), one amax per row. Else (outer·L, inner), amax[(r // L)·inner + c].
+    R, C, D = (n // L, L, 1) if inner == 1 else (n // inner, inner, L)
+    whole = inner == 1 and C <= _ROW_IN_TILE
+    bc = triton.next_power_of_2(C) if whole else min(triton.next_power_of_2(C), _MAX_BC)
+    br = max(1, _TILE // bc)
+    ncb = triton.cdiv(C, bc)
+    shape = dict(R=R, C=C, D=D, ncb=ncb, BR=br, BC=bc, AXIS_LAST=inner == 1, ROW_IN_TILE=whole)
+    return triton.cdiv(R, br) * ncb, shape
+
+
+def _launch(x: torch.Tensor, spec: FormatSpec, programs: int, shape: dict, dst, cnt, sums, cache) -> None:
+    """Run the family's kernel on contiguous ``x``: into ``dst`` (fake quantization) or, when
+    ``dst`` is None, into the partials ``cnt``/``sums``."""
+    stats = dst is None
+    xa = in_arg(x)
+    # Unused pointers get x: the STATS switch compiles the other branch away.
+    ptrs = (xa, cnt, sums) if stats else (in_arg(dst), xa, xa)
+    seed = spec.emulate == "seed"
+    kinds = dict(IN_KIND=IN_KIND[x.dtype], STATS=stats)
+    if spec.family == "int8sym":
+        amax = xa if shape["ROW_IN_TILE"] else row_absmax(x, spec["axis"] % x.dim(), cache)
+        arith = IN_KIND[x.dtype] if seed else 0  # the dtype seed mode computes in
+        _int8_kernel[(programs,)](xa, amax, *ptrs, ARITH_KIND=arith, SEED=seed, **shape, **kinds)
+    elif spec.family == "fp8tensor":
+        grid = FP8_ELEMENTS[spec["element"]]
+        amax = tensor_absmax(x, cache)
+        _fp8_kernel[(programs,)](
+            xa, amax, *ptrs, OUT_KIND=IN_KIND[_out_dtype(x, spec)], M=grid.man_bits, EMIN=grid.emin,
+            MAX_NORM=float(grid.max_norm), SEED=seed, **shape, **kinds,
+        )  # fmt: skip
+    else:
+        _cast_kernel[(programs,)](
+            xa, *ptrs, bound=_cast_bound(x, spec), OUT_KIND=IN_KIND[_out_dtype(x, spec)],
+            TARGET=_CAST_KIND[spec["element"]], **shape, **kinds,
+        )  # fmt: skip
+
+
+def _cast_bound(x: torch.Tensor, spec: FormatSpec) -> float:
+    """``kernels.ranges``' cast bound (+Inf where no finite input overflows), a Python float."""
+    from ..ranges import _cast_bound as bound
+
+    b = bound(x.dtype, _CAST_DTYPE[spec["element"]], _out_dtype(x, spec))
+    return float("inf") if b is None else b
+
+
+def _defer(x: torch.Tensor, spec: FormatSpec) -> bool:
+    # Empty tensors, 0-d ones for int8sym (whose axis the reference reads from the shape), and
+    # dtypes the kernels do not load (float64 casts; the reference rejects them for the others).
+    return x.numel() == 0 or (x.dim() == 0 and spec.family == "int8sym") or x.dtype not in IN_KIND
+
+
+def scaled_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for fp8tensor / int8sym / cast, bit for bit."""
+    _check(spec)
+    if _defer(x, spec):
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xc = x.detach().contiguous()
+    out = torch.empty(xc.shape, dtype=_out_dtype(x, spec), device=x.device)
+    programs, shape = _geometry(xc, spec)
+    _launch(xc, spec, programs, shape, out, None, None, cache)
+    return out
+
+
+def scaled_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size (plus,
+    for the first format on a tensor, the cached absmax reduction)."""
+    _check(spec)
+    if _defer(x, spec):
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
+    xc = x.detach().contiguous()
+    programs, shape = _geometry(xc, spec)
+    cnt, sums = partials(programs, x.device)
+    _launch(xc, spec, programs, shape, None, cnt, sums, cache)
+    return reduce(cnt, sums, input_stats)
+
+
+def fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+    """The module interface's ``fake_quantize`` (no cache: one format, one call)."""
+    return scaled_fake_quantize(x, spec)
+
+
+sums = scaled_sums

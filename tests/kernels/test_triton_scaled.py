@@ -1,0 +1,302 @@
+"""The Triton kernels of ``kernels.triton.scaled`` (fp8tensor, int8sym, cast) against the reference,
+bit for bit, in Triton's interpreter; the fused statistics against ``error_sums_ref``.
+
+``triton_support`` sets ``TRITON_INTERPRET=1`` before triton loads, so the kernels run on CPU
+tensors. The CUDA test runs in a subprocess without the variable, so it compiles for the GPU.
+"""
+
+from __future__ import annotations
+
+import triton_support  # first: it sets TRITON_INTERPRET=1 before triton loads
+
+# isort: split
+
+import fnmatch  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from corner_cases import as_dtype, corner_cases  # noqa: E402
+from golden import case_files, contract, load, needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, check, check_sums, heavy  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels import backends  # noqa: E402
+from kernels.ranges import unit_bound  # noqa: E402
+from kernels.stats import error_sums_ref  # noqa: E402
+
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
+
+from kernels.triton import scaled  # noqa: E402
+
+FORMATS = ["fp8_e4m3", "fp8_e5m2", "int8sym", "int8sym:axis=0", "fp16", "bf16", "fp32"]
+SEED = [f"{f.split(':')[0]}:emulate=seed" for f in FORMATS if f != "int8sym:axis=0"] + ["int8sym:axis=0,emulate=seed"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_interpreter():
+    w = triton_support.quiet()
+    yield
+    w.__exit__(None, None, None)
+
+
+# --------------------------------------------------------------------------- bit-exactness
+
+
+@pytest.mark.parametrize("fmt", FORMATS + SEED)
+def test_random_matches_reference(fmt):
+    for i, dtype in enumerate(DTYPES):
+        x = heavy((37, 45), seed=len(fmt) + i).to(dtype)  # ragged along both axes
+        check(x, fmt)
+        if i == len(fmt) % 3:  # the fused sums cost ~10x more in the interpreter: one dtype each
+            check_sums(x, fmt)
+
+
+CORNER_FORMATS = [
+    "fp8_e4m3",
+    "fp8_e5m2:emulate=seed",
+    "int8sym",
+    "int8sym:axis=0,emulate=seed",
+    "fp16",
+    "bf16:emulate=seed",
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fmt", CORNER_FORMATS)
+def test_corner_cases_match_reference(fmt, dtype):
+    for case in corner_cases().values():
+        x = as_dtype(case, dtype)
+        if x is not None:
+            check(x, fmt)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fmt", ["fp8_e5m2", "int8sym:emulate=seed", "int8sym:axis=0", "fp16"])
+def test_corner_cases_sums(fmt, dtype):
+    cases = corner_cases()
+    for name in ("zeros", "subnormal_amax_rows", "huge", "inf_in_block"):
+        x = as_dtype(cases[name], dtype)
+        if x is not None:
+            check_sums(x, fmt)
+
+
+def test_other_axes_shapes_and_layouts():
+    """int8sym along every axis of a 3-D tensor (a middle axis uses the (outer·L, inner) matrix),
+    rows wider than one tile row, 1-D and 0-d inputs, a transposed (non-contiguous) input."""
+    x3 = heavy((3, 5, 70), seed=2)
+    for axis in (0, 1, 2, -2):
+        for emu in ("exact", "seed"):
+            check(x3.to(torch.bfloat16), f"int8sym:axis={axis},emulate={emu}")
+    cache: dict = {}
+    check_sums(x3, "int8sym:axis=1", cache=cache)  # the row amax in kernels.triton.mx's layout:
+    assert torch.equal(cache[("absmax_axis", 1)], x3.movedim(1, -1).abs().amax(-1).reshape(-1))
+    wide = heavy((2, 5000), seed=4)  # rows too long for one tile: 5 programs per row, torch's row amax
+    wide[1, 4500] = 1e6  # the row amax in the last program of the row
+    cache = {}
+    for fmt in ("int8sym", "fp8_e4m3", "fp16"):
+        check(wide, fmt)
+        check_sums(wide, fmt, cache=cache)
+    assert torch.equal(cache[("absmax_axis", 1)], wide.abs().amax(1))
+    one_d = heavy((1000,), seed=6)
+    for fmt in ("int8sym", "int8sym:axis=0", "fp8_e5m2", "bf16"):
+        check(one_d.to(torch.float16), fmt)
+    for fmt in ("fp8_e4m3", "fp8_e4m3:emulate=seed", "fp16", "bf16:emulate=seed"):
+        check(torch.tensor(-3.3), fmt)  # 0-d
+    xt = heavy((40, 33), seed=8).t()
+    for fmt in ("int8sym", "int8sym:axis=0", "fp8_e4m3", "fp16"):
+        check(xt, fmt)
+
+
+def test_fp8_scale_over_many_amax():
+    """The in-kernel float64 scale (exact and seed's + 2^-23) across amax from the guard to
+    float32 max: each tensor holds its amax, values just below it and a tie-prone spread."""
+    g = torch.Generator().manual_seed(9)
+    amaxes = [2.0**-23, 2.0**-23 * (1 - 2**-24), 1.0000001e-7, 3e-5, 1.0, 1 + 2**-23, 447.99997, 448.0, 61439.0]
+    amaxes += [57344.0, 1e9, 2.0**31 * (1 + 2**-22), 1e20, 3.4e38] + (
+        torch.rand(8, generator=g) * 60 - 30
+    ).exp2().tolist()
+    for a in amaxes:
+        x = torch.tensor([a, -a * 0.999999, a / 3, a / 1000, -a / 4096, 0.0, -0.0], dtype=torch.float32)
+        for fmt in ("fp8_e4m3", "fp8_e5m2", "fp8_e4m3:emulate=seed", "fp8_e5m2:emulate=seed"):
+            check(x, fmt)
+    for a in (1.0, 448.0, 1e9):
+        check_sums(torch.tensor([a, -a / 3, a / 7]), "fp8_e4m3:emulate=seed")
+
+
+def test_int8sym_seed_all_zero_and_underflowing_rows():
+    """Seed mode keeps the seed's NaN rows (0/0) and its arithmetic in bf16/fp16; exact mode gives +0."""
+    x = torch.tensor([[0.0, -0.0, 0.0], [1e-45, -0.0, 3e-45], [1.0, -2.5, 0.5]])
+    for dtype in DTYPES:
+        for fmt in ("int8sym", "int8sym:emulate=seed", "int8sym:axis=0,emulate=seed"):
+            check(x.to(dtype), fmt)
+            check_sums(x.to(dtype), fmt)
+
+
+def test_cast_overflow_and_double_rounding():
+    """fp16 overflow at 65520 (not 65519.99), subnormals, and bf16 -> fp16 -> bf16 double rounding."""
+    x = torch.tensor([65504.0, 65519.99, 65520.0, -7e4, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 1 + 2**-11, 1 + 3 * 2**-11])
+    for fmt in ("fp16", "bf16", "fp16:emulate=seed", "bf16:emulate=seed"):
+        for dtype in DTYPES:
+            y = x.to(dtype)
+            check(y, fmt)
+            check_sums(y, fmt)
+    x64 = torch.randn(50, dtype=torch.float64)  # float64: deferred to the reference
+    assert torch.equal(kernels.fake_quantize(x64, "fp16", backend="triton"), x64.half().double())
+
+
+def test_empty_inputs():
+    for fmt in ("int8sym", "int8sym:axis=0", "fp16"):  # (the fp8 reference refuses empty tensors)
+        for x in (torch.zeros(0, 32), torch.zeros(4, 0)):
+            check(x, fmt)
+            check_sums(x, fmt)
+
+
+def _golden_params():
+    out = []
+    for entry in contract():
+        if entry["family"] != "mx" or "format" not in entry or "input_cast" in entry:
+            continue
+        if kernels.parse(entry["format"]).family not in scaled.FAMILIES:
+            continue
+        for path in case_files(entry["family"], entry["stem"]):
+            out.append((entry, path))
+    return out
+
+
+@needs_golden
+def test_golden_contract_entries():
+    """Every contract entry of the three families (one test: the interpreter is slow)."""
+    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    ran = 0
+    for entry, path in _golden_params():
+        tensors, meta = load(path)
+        x = tensors[entry.get("input", "input")]
+        spec = kernels.parse(entry["format"].format(**meta))
+        assert scaled.unsupported_reason(spec) is None, entry["format"]
+        if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
+            continue
+        if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
+            continue
+        if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
+            continue
+        want = tensors[entry["against"]]
+        got = kernels.fake_quantize(x, spec, backend="triton")
+        if entry.get("output_dtype") == "input":
+            want = want.to(got.dtype)
+        got64, want64 = got.double(), want.double()
+        same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
+        assert bool(same.all()), f"{path.parent.name}/{path.stem} {entry['format']} {entry['against']}"
+        ran += 1
+    assert ran >= 72, ran
+
+
+# --------------------------------------------------------------------------- fused sums and cache
+
+
+def test_sums_many_programs_merge():
+    """Many programs: the host merge of means and M2 stays exact to float64 rounding."""
+    x = heavy((64, 300), seed=5) + 1000.0  # a mean that dwarfs the spread
+    for fmt in ("fp8_e4m3", "int8sym:axis=0", "bf16"):
+        check_sums(x, fmt)
+
+
+def test_cache_is_filled_and_reused():
+    x = heavy((30, 70), seed=12)
+    cache: dict = {}
+    for fmt in ("fp8_e4m3", "fp8_e5m2:emulate=seed", "int8sym", "int8sym:axis=0", "fp16"):
+        check_sums(x, fmt, cache=cache)
+        first = scaled.sums(x, kernels.parse(fmt), cache=cache)
+        assert scaled.sums(x, kernels.parse(fmt), cache=cache) == first, fmt
+    amax = x.abs().amax()
+    assert torch.equal(cache[("absmax",)], amax)  # 0-dim float32, as kernels.triton.hif8 / nvfp keep it
+    assert ("absmax_axis", 1) not in cache  # rows of 70 sit whole in a tile, which takes their amax
+    assert torch.equal(cache[("absmax_axis", 0)], x.abs().amax(0))
+    # The kernels really read the cached values: a planted amax changes the result.
+    spec = kernels.parse("fp8_e4m3")
+    good = scaled.sums(x, spec, cache=cache)
+    planted = {("absmax",): amax * 2}
+    assert scaled.sums(x, spec, cache=planted).sum_d2 != good.sum_d2
+    # A value of another shape or dtype (exact in float32) is read the same.
+    for v in (amax.reshape(1), amax.double()):
+        assert scaled.sums(x, spec, cache={("absmax",): v}) == good
+
+
+def test_sums_match_reference_sums_with_nan_inf_and_bounds():
+    """Clipped counts where the bound sits one ulp below the amax (int8sym) and at 65504 (fp16)."""
+    x = heavy((20, 64), seed=13)
+    x[0, 0], x[1, 1], x[2, 2] = math.nan, math.inf, 7e4
+    for fmt in FORMATS + SEED:
+        spec = kernels.parse(fmt)
+        got = scaled.sums(x, spec)
+        want = error_sums_ref(x, kernels.fake_quantize(x, spec, backend="reference"), unit_bound(x, spec))
+        assert got.clipped == want.clipped and got.nan_out == want.nan_out and got.inf_out == want.inf_out, fmt
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def test_backend_selection():
+    for fmt in FORMATS + SEED + ["nvfp8_e4m3", "nvfp8_e5m2"]:
+        spec = kernels.parse(fmt)
+        assert scaled.unsupported_reason(spec) is None, fmt
+        assert backends.select("cpu", spec, "triton").name == "triton"
+        assert backends.REGISTRY["triton"].check(torch.device("cuda"), spec) is None
+        if not torch.cuda.is_available():
+            assert backends.select("cpu", spec).name != "triton"  # priority -5: never auto on CPU
+    assert isinstance(scaled.unsupported_reason(kernels.parse("mxfp8_e4m3")), str)
+
+
+def test_explicit_triton_on_cpu_outside_the_interpreter_fails_loudly(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(backends.BackendError, match="CUDA"):
+        backends.select("cpu", kernels.parse("int8sym"), "triton")
+    assert backends.select("cpu", kernels.parse("int8sym")).name != "triton"
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+_CUDA_SCRIPT = """
+import math, torch, kernels
+from kernels.ranges import unit_bound
+from kernels.stats import error_sums_ref
+from kernels.triton import scaled
+g = torch.Generator(device="cuda").manual_seed(0)
+fmts = ["fp8_e4m3", "fp8_e5m2", "fp8_e4m3:emulate=seed", "fp8_e5m2:emulate=seed", "int8sym", "int8sym:axis=0",
+        "int8sym:emulate=seed", "int8sym:axis=0,emulate=seed", "fp16", "bf16", "fp32", "fp16:emulate=seed"]
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    x = torch.randn(1531, 4099, device="cuda", generator=g)
+    x = x * torch.exp2(torch.randint(-12, 12, x.shape, device="cuda", generator=g).float())
+    x[0, :5] = torch.tensor([1e-40, -0.0, 0.0, 3e-3, -7.0])
+    x[7] = 0.0
+    x = x.to(dtype)
+    for xx in (x, x[:97, :313].clone()):
+        cache = {}
+        for fmt in fmts:
+            assert kernels.backends.select("cuda", kernels.parse(fmt)).name == "triton"
+            want = kernels.fake_quantize(xx, fmt, backend="reference")
+            got = kernels.fake_quantize(xx, fmt)
+            assert got.dtype == want.dtype, (fmt, dtype)
+            same = (got.double() == want.double()) | (got.isnan() & want.isnan())
+            assert bool(same.all()), (fmt, dtype, int((~same).sum()))
+            spec = kernels.parse(fmt)
+            s, r = scaled.sums(xx, spec, cache=cache), error_sums_ref(xx, want, unit_bound(xx, spec))
+            for k, v in r.as_dict().items():
+                w = getattr(s, k)
+                assert w == v or math.isclose(w, v, rel_tol=1e-10, abs_tol=1e-9), (fmt, dtype, k, w, v)
+print("ok")
+"""
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bit_exact_and_sums():
+    """Compiled for the GPU (a subprocess without TRITON_INTERPRET): large tensors, all formats and dtypes."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _CUDA_SCRIPT], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0 and "ok" in r.stdout, (r.stdout[-2000:], r.stderr[-4000:])
