@@ -1,0 +1,421 @@
+"""Triton QType kernels (family ``qtype``, ``emulate=exact``): the seed's ``quant_py`` as
+``kernels.reference.qtype`` evaluates it (formats-mx.md §3.4), bit for bit, one program per
+tile of ``OPP`` outer blocks.
+
+The input is viewed as (rows, L) with the blocked axis last (the launcher moves it there),
+each row cut into ``ceil(L / (b·B))`` outer blocks of B inner blocks of b elements; the last
+one may be partial (the reference zero-pads it, and zeros raise no max and give the least g).
+A tile is 3-D, (outer blocks, inner blocks padded to a power of two, elements padded to a
+power of two): the inner max is a reduction over the last dim, the two-level max one over
+the middle dim. Padding rows and lanes read 0, so they act as the reference's zero padding.
+
+Per tile, with the reference's float32 operations in the reference's order (so that the GPU
+and the interpreter agree with torch; FMA contraction is turned off at launch):
+
+1. **Inner max** ``m`` is an int32 max of the magnitude bits (int order is float order for
+   non-negative floats, NaN sorts above +Inf).
+2. **Group exponent** (§3.4 step 2): the exponent field of fl32(m + 9.6e-7), the same float32
+   addition as the reference; the sum is normal (or Inf/NaN: field 255, e = 128), so the field
+   is floor(log2). The carry rule adds 1 when the significand field is >= that of SQRT2_UP,
+   the reference's ``a / 2^e >= SQRT2_UP`` on an exact significand (never for Inf/NaN, where
+   the reference's quotient is NaN). Then ``- exp_max`` and the window clip.
+3. **Two-level** (step 3): ``s = clip(max(g, G - (2^k - 1)))`` with G the max over the B inner
+   blocks. A NaN anywhere in the outer block makes it NaN.
+4. **E > 0 elements** (steps 4-8): ``z = |x|·2^-s`` equals the reference's ``|x| / 2^s``: 2^-s is
+   exactly representable for every s >= -127, so both are the correctly rounded quotient; below
+   that the block flushes (step 7) to zeros carrying x's sign. ``p`` from fl32(z + 9.6e-7), the
+   same addition; ``t = z·2^(M-p)`` and ``v = r·2^(p-M)`` multiply by the same powers of two
+   (built from bits, subnormal ones as such) as the reference's ``pow2``; the ties-away rounding
+   ``r`` is integer work on ``trunc(t)`` and the exact remainder (t >= 2^23 is an integer
+   already). Then ``min(v, fp_val_max)·2^s`` and the sign ORed back from x.
+5. **E = 0** (integer mantissas): the carry bump is taken from the block max, as in
+   ``kernels.ranges`` (rounding and division are monotone, so ``any(round(|x|/2^g) > top)`` is
+   ``round(m/2^g) > top``; a block where that differs holds a NaN and comes out NaN). Elements
+   below the float32-rounded-up ``under`` threshold become +0, an outer block holding a NaN or
+   an element at ``over`` becomes NaN: the reference's float32 comparisons on the same constants.
+6. bf16 output is rounded RNE on the bits (exactly torch's ``.to(bfloat16)``), fp16 by Triton's
+   conversion (RNE).
+
+``_qtype_sums_kernel`` runs the same tile and writes per-program float64 partial error sums and
+int32 counts (``_common.stats_store``) with the clip bound of ``kernels.ranges.unit_bound``:
+``fp_val_max·2^s`` (E = 0: ``(2^M - 1)·2^s``), 0 for a flushed block, NaN for a NaN one.
+
+Not covered (the reference runs): ``emulate=seed`` (float ``log2`` in the input dtype), outer
+blocks longer than ``MAX_BLOCK`` once padded, E = 0 with M > 23 or a scale window reaching
+past 2^±127, and element fields whose powers of two leave float32 (E > 21, or M > 107 or less).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FormatSpec
+from ..reference.mx import SQRT2_UP, f32_ceil
+from ..reference.qtype import FLUSH_BELOW_EXP, QTYPE_EPS, QTypeFields, qtype_fields
+from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "qtype_fake_quantize", "qtype_sums"]
+
+FAMILIES = ("qtype",)
+
+#: Elements per program (outer blocks per program = this / padded outer block, at least 1).
+TILE_ELEMS = 4096
+#: Largest padded outer block (next_pow2(B) · next_pow2(b)) one program holds.
+MAX_BLOCK = 8192
+#: fl32(9.6e-7), exactly representable, so the kernels' constant is the reference's operand.
+EPS32 = float(torch.tensor(QTYPE_EPS, dtype=torch.float32))
+#: floor(log2(EPS32)) = -20: fl32(m + EPS32) >= EPS32, so no group/element exponent is lower.
+EPS_EXP = -20
+#: Significand field of SQRT2_UP: the carry rule bumps at or above it.
+SQRT2_MANT = round(SQRT2_UP * 2**23) - (1 << 23)
+#: Window ends and the inner drop are clipped to this before they travel as int32: the exponents
+#: they clip lie within 2^20 + 149 of 0 (E <= 21 here), so clipping changes nothing.
+INT_CLIP = 1 << 24
+# Step 7 flushes below 2^-127, exactly where 2^-s stops being a float32: the kernels use -127 for both.
+assert FLUSH_BELOW_EXP == -127, "the kernels hard-code the step-7 flush below 2^-127"
+
+
+def _fields(spec: FormatSpec) -> QTypeFields:
+    return qtype_fields(spec["E"], spec["M"], spec["k"], spec["b"], spec["K"], spec["B"], spec["carry"], spec["off"])
+
+
+def _clip(v: int, lo: int, hi: int) -> int:
+    return min(max(v, lo), hi)
+
+
+def _int_thresholds(q: QTypeFields) -> tuple[float, float]:
+    """E = 0: the reference's ``under`` and ``over`` (float32, rounded up)."""
+    under = f32_ceil((2 - 2.0**-q.man_bits) * 2.0 ** (q.exp_lo + 1))
+    over = f32_ceil(2.0 ** (q.exp_hi + q.exp_max) * (2 - 2.0**-q.man_bits))
+    return under, over
+
+
+def _why_not(q: QTypeFields) -> str | None:
+    if q.exp_bits > 21:
+        return "element exponents past 2^20 are not implemented in triton (E <= 21)"
+    lo, hi = q.exp_lo, q.exp_hi
+    if q.exp_bits == 0:
+        if q.man_bits > 23:
+            return "integer mantissas wider than 23 bits (e0m24+) are not implemented in triton"
+        # Every group exponent the kernel divides by, and every scale, must have 2^±s in float32.
+        g_lo, g_hi = _clip(EPS_EXP - q.exp_max, lo, hi), _clip(128 - q.exp_max, lo, hi)
+        s_hi = _clip(g_hi + int(q.carry), lo, hi)
+        if g_lo < -127 or max(g_hi, s_hi) > 127:
+            return "an E = 0 scale window reaching past 2^±127 is not implemented in triton"
+        try:
+            _int_thresholds(q)
+        except OverflowError:
+            return "the E = 0 thresholds overflow (the reference cannot run it either)"
+        return None
+    p_lo = min(max(q.exp_min, EPS_EXP), q.exp_max)
+    p_hi = min(q.exp_max, 128)
+    M = q.man_bits
+    if not (-149 <= M - p_hi and M - p_lo <= 127 and -149 <= p_lo - M and p_hi - M <= 127):
+        return f"element powers of two outside float32 (e{q.exp_bits}m{M}) are not implemented in triton"
+    return None
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    if spec.family != "qtype":
+        return f"the triton qtype module covers the qtype family only, not {spec.family}"
+    if spec["emulate"] != "exact":
+        return "emulate=seed is not implemented in triton (float log2 in the input dtype)"
+    try:
+        q = _fields(spec)
+    except (ValueError, OverflowError) as e:
+        return f"not a QType the reference can run: {e}"
+    padded = triton.next_power_of_2(q.blk_size) * triton.next_power_of_2(q.blk_outer_size)
+    if padded > MAX_BLOCK:
+        return f"outer blocks of {padded} padded elements are not implemented in triton (<= {MAX_BLOCK})"
+    return _why_not(q)
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _round_away(t):
+    """Ties-away rounding of t >= 0 (float32) as the reference's ``round_half_away``: floor by
+    an int truncation, plus one where the exact remainder is >= 1/2; t >= 2^23 is integral."""
+    f = tl.minimum(t, 16777216.0).to(tl.int32).to(tl.float32)
+    return tl.where(t >= 8388608.0, t, f + ((t - f) >= 0.5).to(tl.float32))
+
+
+@triton.jit
+def _qtype_tile(
+    x_ptr,
+    pid,
+    n_outer,
+    nob,
+    L,
+    b: tl.constexpr,
+    B: tl.constexpr,
+    BP2: tl.constexpr,
+    BP2B: tl.constexpr,
+    OPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EXP_MIN: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
+    DROP: tl.constexpr,
+    CARRY: tl.constexpr,
+    FP_MAX: tl.constexpr,
+    TOP: tl.constexpr,
+    UNDER: tl.constexpr,
+    OVER: tl.constexpr,
+    EPS: tl.constexpr,
+    SQRT2_MANT: tl.constexpr,
+):
+    """One tile (OPP, BP2B, BP2): (x, q, valid, bound, offs); q in float32 before the output
+    cast, bound (OPP, BP2B) per inner block."""
+    ob = pid.to(tl.int64) * OPP + tl.arange(0, OPP).to(tl.int64)  # global outer block ids
+    row = ob // nob
+    ocol = (ob % nob) * (b * B)
+    j = tl.arange(0, BP2B)
+    k = tl.arange(0, BP2)
+    cols = ocol[:, None, None] + (j * b)[None, :, None] + k[None, None, :]
+    valid = (ob < n_outer)[:, None, None] & (j < B)[None, :, None] & (k < b)[None, None, :] & (cols < L)
+    offs = row[:, None, None] * L + cols
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    sign = xb ^ ab
+    ax = ab.to(tl.float32, bitcast=True)
+
+    # §3.4 steps 1-2: the inner max (NaN sorts on top) and its group exponent.
+    mb = tl.max(ab, axis=2)  # (OPP, BP2B)
+    m = mb.to(tl.float32, bitcast=True)
+    nan_m = mb > 0x7F800000
+    a = (m + EPS).to(tl.int32, bitcast=True)
+    field = (a >> 23) & 0xFF
+    e = field - 127
+    if CARRY:
+        if not IS_INT:
+            e = e + (((a & 0x7FFFFF) >= SQRT2_MANT) & (field < 255)).to(tl.int32)
+    g = tl.minimum(tl.maximum(e - EXP_MAX, LO), HI)
+    if IS_INT:
+        if CARRY:
+            # The bump where round(m / 2^g) passes 2^M - 1 (g in [-127, 127] here).
+            g = g + (_round_away(m * pow2(-g)) > TOP).to(tl.int32)
+        bad = nan_m | (m >= OVER)
+    else:
+        bad = nan_m
+    # Step 3: no inner exponent more than 2^k - 1 below the outer max, then the window again.
+    if B > 1:
+        G = tl.max(g, axis=1)
+        s = tl.minimum(tl.maximum(tl.maximum(g, G[:, None] - DROP), LO), HI)
+    else:
+        s = g
+    bad_o = tl.max(bad.to(tl.int32), axis=1) > 0  # (OPP,)
+
+    if IS_INT:
+        X = pow2(s)
+        t = ax * pow2(-s)[:, :, None]
+        mag = tl.minimum(_round_away(t), TOP) * X[:, :, None]
+        bits = tl.where(ax < UNDER, 0, mag.to(tl.int32, bitcast=True) | sign)
+        bound = TOP * X
+    else:
+        flush = s < -127  # step 7 (FLUSH_BELOW_EXP)
+        sc = tl.maximum(s, -127)
+        X = pow2(sc)
+        z = ax * pow2(-sc)[:, :, None]
+        zb = (z + EPS).to(tl.int32, bitcast=True)
+        p = tl.minimum(tl.maximum(((zb >> 23) & 0xFF) - 127, EXP_MIN), EXP_MAX)
+        t = z * pow2(M - p)
+        v = tl.minimum(_round_away(t) * pow2(p - M), FP_MAX)
+        mag = v * X[:, :, None]
+        bits = tl.where(flush[:, :, None], 0, mag.to(tl.int32, bitcast=True)) | sign
+        bound = tl.where(flush, 0.0, FP_MAX * X)
+    bits = tl.where(bad_o[:, None, None], 0x7FC00000, bits)
+    q = bits.to(tl.float32, bitcast=True)
+    bound = tl.where(bad_o[:, None], float("nan"), bound)
+    return x, q, valid, bound, offs
+
+
+@triton.jit
+def _qtype_fq_kernel(
+    x_ptr,
+    out_ptr,
+    n_outer,
+    nob,
+    L,
+    b: tl.constexpr,
+    B: tl.constexpr,
+    BP2: tl.constexpr,
+    BP2B: tl.constexpr,
+    OPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EXP_MIN: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
+    DROP: tl.constexpr,
+    CARRY: tl.constexpr,
+    FP_MAX: tl.constexpr,
+    TOP: tl.constexpr,
+    UNDER: tl.constexpr,
+    OVER: tl.constexpr,
+    EPS: tl.constexpr,
+    SQRT2_MANT: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, bound, offs = _qtype_tile(
+        x_ptr, pid, n_outer, nob, L, b, B, BP2, BP2B, OPP, IN_KIND, IS_INT, M, EXP_MIN, EXP_MAX, LO, HI,
+        DROP, CARRY, FP_MAX, TOP, UNDER, OVER, EPS, SQRT2_MANT,
+    )  # fmt: skip
+    store_out(out_ptr, offs, q, valid, IN_KIND)
+
+
+@triton.jit
+def _qtype_sums_kernel(
+    x_ptr,
+    cnt_ptr,
+    sum_ptr,
+    n_outer,
+    nob,
+    L,
+    b: tl.constexpr,
+    B: tl.constexpr,
+    BP2: tl.constexpr,
+    BP2B: tl.constexpr,
+    OPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    IS_INT: tl.constexpr,
+    M: tl.constexpr,
+    EXP_MIN: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    LO: tl.constexpr,
+    HI: tl.constexpr,
+    DROP: tl.constexpr,
+    CARRY: tl.constexpr,
+    FP_MAX: tl.constexpr,
+    TOP: tl.constexpr,
+    UNDER: tl.constexpr,
+    OVER: tl.constexpr,
+    EPS: tl.constexpr,
+    SQRT2_MANT: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, bound, offs = _qtype_tile(
+        x_ptr, pid, n_outer, nob, L, b, B, BP2, BP2B, OPP, IN_KIND, IS_INT, M, EXP_MIN, EXP_MAX, LO, HI,
+        DROP, CARRY, FP_MAX, TOP, UNDER, OVER, EPS, SQRT2_MANT,
+    )  # fmt: skip
+    # stats_store takes 2-D tiles: one row per (outer block, inner block).
+    q = round_out(q, IN_KIND)
+    bound = tl.reshape(round_out(bound, IN_KIND), (OPP * BP2B,))
+    x2 = tl.reshape(x, (OPP * BP2B, BP2))
+    q2 = tl.reshape(q, (OPP * BP2B, BP2))
+    valid2 = tl.reshape(valid, (OPP * BP2B, BP2))
+    stats_store(x2, q2, valid2, bound[:, None], cnt_ptr, sum_ptr, pid, INPUT_STATS)
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
+    q = _fields(spec)
+    b, B = q.blk_size, q.blk_outer_size
+    bp2, bp2b = triton.next_power_of_2(b), triton.next_power_of_2(B)
+    under, over = _int_thresholds(q) if q.exp_bits == 0 else (0.0, 0.0)
+    return dict(
+        b=b,
+        B=B,
+        BP2=bp2,
+        BP2B=bp2b,
+        OPP=max(1, TILE_ELEMS // (bp2 * bp2b)),
+        IN_KIND=IN_KIND[dtype],
+        IS_INT=q.exp_bits == 0,
+        M=q.man_bits,
+        EXP_MIN=q.exp_min,
+        EXP_MAX=q.exp_max,
+        LO=_clip(q.exp_lo, -INT_CLIP, INT_CLIP),
+        HI=_clip(q.exp_hi, -INT_CLIP, INT_CLIP),
+        DROP=min(q.max_inner_drop, INT_CLIP),
+        CARRY=q.carry,
+        # The reference clamps with fp_val_max as a float32 scalar (1e38 rounds).
+        FP_MAX=float(torch.tensor(q.fp_val_max, dtype=torch.float32)),
+        TOP=float(2**q.man_bits - 1),
+        UNDER=under,
+        OVER=over,
+        EPS=EPS32,
+        SQRT2_MANT=SQRT2_MANT,
+    )
+
+
+def _check(x: torch.Tensor, spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+    if x.dtype not in IN_KIND:
+        raise TypeError(f"the triton QType kernels take float32, bfloat16 or float16, not {x.dtype}")
+
+
+def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
+    """x with the blocked axis moved last, contiguous; the axis index. With a ``cache`` the
+    moved copy of a non-last axis is kept under ``("contiguous_along", axis)``: it does not
+    depend on the format, so the next format along that axis reads it instead of transposing
+    x again (the copy lives as long as the caller's cache; its peak memory is unchanged)."""
+    axis = spec["axis"] % x.dim()
+    if axis == x.dim() - 1 or cache is None:
+        return x.movedim(axis, -1).contiguous(), axis
+    key = ("contiguous_along", axis)
+    if key not in cache:
+        cache[key] = x.movedim(axis, -1).contiguous()
+    return cache[key], axis
+
+
+def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
+    L = xm.shape[-1]
+    nob = triton.cdiv(L, c["b"] * c["B"])
+    n_outer = (xm.numel() // L) * nob
+    return n_outer, nob, L, triton.cdiv(n_outer, c["OPP"])
+
+
+def qtype_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported QType spec, bit for bit."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xm, axis = _rows_view(x.detach(), spec)
+    c = _constants(spec, x.dtype)
+    out = torch.empty_like(xm)
+    n_outer, nob, L, programs = _grid(xm, c)
+    # No FMA contraction: every float32 op rounds on its own, as in torch and the interpreter.
+    _qtype_fq_kernel[(programs,)](in_arg(xm), in_arg(out), n_outer, nob, L, **c, enable_fp_fusion=False)
+    return out.movedim(-1, axis).contiguous()
+
+
+def qtype_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
+    xm, _ = _rows_view(x.detach(), spec, cache)
+    c = _constants(spec, x.dtype)
+    n_outer, nob, L, programs = _grid(xm, c)
+    cnt, sums = partials(programs, x.device)
+    _qtype_sums_kernel[(programs,)](
+        in_arg(xm), cnt, sums, n_outer, nob, L, **c, INPUT_STATS=bool(input_stats), enable_fp_fusion=False
+    )
+    return reduce(cnt, sums, input_stats)
+
+
+fake_quantize = qtype_fake_quantize
+sums = qtype_sums
