@@ -194,6 +194,7 @@ def _hif8_sums_kernel(
     TOP: tl.constexpr,
     ROWS: tl.constexpr,
     COLS: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     x, q, valid, offs, s = _hif8_tile(
@@ -204,7 +205,7 @@ def _hif8_sums_kernel(
     if SCALED:
         bound = tl.div_rn(bound, s)
     bound = round_out(bound, OUT_KIND)
-    stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid)
+    stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -298,7 +299,7 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     programs = triton.cdiv(xf.numel(), TILE_ELEMS)
     cnt, sums = partials(programs, x.device)
     top = TOF8_FINITE if _modes(spec)[2] == "tof8" else HIF8_MAX
-    _hif8_sums_kernel[(programs,)](in_arg(xf), cnt, sums, *args, TOP=top, **c)
+    _hif8_sums_kernel[(programs,)](in_arg(xf), cnt, sums, *args, TOP=top, INPUT_STATS=input_stats, **c)
     return reduce(cnt, sums, input_stats)
 
 

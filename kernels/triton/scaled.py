@@ -60,7 +60,7 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.fp8 import FP8_ELEMENTS
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, partials, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "tensor_absmax", "row_absmax"]
 
@@ -112,18 +112,14 @@ def _flat_tile(x_ptr, pid, n, TR: tl.constexpr, TC: tl.constexpr, IN_KIND: tl.co
     c = tl.arange(0, TC)
     offs = pid.to(tl.int64) * (TR * TC) + (r[:, None] * TC + c[None, :]).to(tl.int64)
     valid = offs < n
-    if IN_KIND == 1:
-        v = tl.load(x_ptr + offs, mask=valid, other=0)
-        x = ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
-    else:
-        x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-    return x, valid, offs
+    return load_f32(x_ptr, offs, valid, IN_KIND), valid, offs
 
 
 @triton.jit
 def _emit(x, q, valid, offs, bound, out_ptr, cnt_ptr, sum_ptr, pid, OUT_KIND: tl.constexpr, STATS: tl.constexpr):
-    if STATS:
-        stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid)
+    # STATS: 0 stores q; 1 the statistics with the input's moments; 2 without them.
+    if STATS > 0:
+        stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid, STATS == 1)
     else:
         store_out(out_ptr, offs, q, valid, OUT_KIND)
 
@@ -228,11 +224,7 @@ def _int8_kernel(
     rmask = rows < R
     valid = rmask[:, None] & (cols < C)[None, :]
     offs = rows[:, None] * C + cols[None, :]
-    if IN_KIND == 1:
-        v = tl.load(x_ptr + offs, mask=valid, other=0)
-        x = ((v.to(tl.int32) & 0xFFFF) << 16).to(tl.float32, bitcast=True)
-    else:
-        x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
     if ROW_IN_TILE:
         # The int max of the magnitude bits is the float max, NaN patterns sorting above +Inf:
         # the reference's abs().amax(), NaN propagating; masked lanes read 0.
@@ -327,10 +319,12 @@ def _geometry(x: torch.Tensor, spec: FormatSpec) -> tuple[int, dict]:
     return triton.cdiv(R, br) * ncb, shape
 
 
-def _launch(x: torch.Tensor, spec: FormatSpec, programs: int, shape: dict, dst, cnt, sums, cache) -> None:
+def _launch(
+    x: torch.Tensor, spec: FormatSpec, programs: int, shape: dict, dst, cnt, sums, cache, input_stats: bool = True
+) -> None:
     """Run the family's kernel on contiguous ``x``: into ``dst`` (fake quantization) or, when
-    ``dst`` is None, into the partials ``cnt``/``sums``."""
-    stats = dst is None
+    ``dst`` is None, into the partials ``cnt``/``sums`` (with the input's moments or not)."""
+    stats = 0 if dst is not None else 1 if input_stats else 2
     xa = in_arg(x)
     # Unused pointers get x: the STATS switch compiles the other branch away.
     ptrs = (xa, cnt, sums) if stats else (in_arg(dst), xa, xa)
@@ -396,7 +390,7 @@ def scaled_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cac
     xc = x.detach().contiguous()
     programs, shape = _geometry(xc, spec)
     cnt, sums = partials(programs, x.device)
-    _launch(xc, spec, programs, shape, None, cnt, sums, cache)
+    _launch(xc, spec, programs, shape, None, cnt, sums, cache, input_stats)
     return reduce(cnt, sums, input_stats)
 
 
