@@ -56,6 +56,8 @@ FORMATS = [
     ("hif8:scale=none", False),
     ("hif8:variant=paper", False),
     ("hifx4_v12:axis=0", False),
+    ("hifx4_v12:variant=numpy", False),
+    ("hifx2_v12", False),
 ]
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

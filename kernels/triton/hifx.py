@@ -1,0 +1,316 @@
+"""Triton HiFX v12 kernels (family ``hifx``: ``hifx2_v12`` ... ``hifx5_v12``, ``hif4``), bit for
+bit equal to ``kernels.reference.hifx`` with ``emulate=exact``, both variants (``torch``,
+formats-hifloat.md §5.3; ``numpy``, the seed's ``to_HiFX`` structure of §5.5), on any axis.
+
+The input is viewed as (rows, L) with the grouped axis last (the launcher moves it there), each
+row cut into ``ceil(L / 64)`` groups; the last one may be partial (the reference zero-pads it,
+and zeros raise no maximum). A program takes ``GPP`` groups as a 4-D tile
+[group, 8 sub-blocks, 2 micro-groups, 4 lanes], so every level of §5.2 is one ``tl.max`` over
+one axis and every per-level value broadcasts back by indexing, without reshapes (the
+statistics kernel views the tile as [micro-groups, 4] for ``stats_store``; compiled, that
+reshape keeps the layout and moves no data).
+
+Per tile, the reference's float32 operations in its order, exponents from the bits:
+
+1. **m4** (§5.3 step 3) is an int32 max of the magnitude bits over the 4 lanes: for
+   non-negative floats the int order is the float order and NaN sorts above +Inf, so NaN
+   propagates like the reference's ``amax``.
+2. **E4**: ``torch``: the exponent field of fl32(m4 + 2^-45) (always normal; Inf gives 128,
+   the reference's ``INF_EXP``; NaN is marked 129, which gives the same levels and tells the
+   group's NaN from Emax alone). ``numpy``: ``floor_log2(m4)`` itself (a subnormal m4 scaled
+   by 2^64, which is exact, and re-read; 0 gives -150, NaN/Inf 128).
+3. **Levels** (steps 4-8) in int32, literally: E8 and Emax by ``tl.max``, L1 = Emax - 2
+   (clipped to [-46, 16] for ``torch``), d8 and d4 clamped, S = L1 + d8 + d4.
+4. **Scaling** by powers of two built from bits (``_common.pow2``): one factor 2^(M-1-S) for
+   ``torch`` (|M-1-S| <= 49), the reference's two factors of ``_pow2_split`` for ``numpy``
+   (floor(e/2) is an arithmetic shift), multiplied in the same order, so any underflow of a
+   tiny element rounds as it does there.
+5. **k = RHA(v)** exactly: ``floor(v) + (v - floor(v) >= 0.5)`` with floor as an int32
+   truncation of min(v, 2^23); v >= 2^23 is an integer (or Inf) and is its own k. ``torch``
+   saturates only k = 2^M (k > 2^M needs the L1 clip at 16 and is kept, §5.3 step 9);
+   ``numpy`` every k >= 2^M.
+6. ``q = k·2^(S-M+1)``, the sign bit of x ORed in (``copysign`` for q >= 0: negative inputs
+   that round to 0 give -0); a group with a NaN (``numpy``: also an Inf) is NaN. bf16 output is
+   rounded RNE on the bits, fp16 by Triton's RNE conversion, as the reference's final ``.to()``.
+
+``_hifx_sums_kernel`` runs the same tile, rounds q as the output dtype does and adds the clip
+bound of ``kernels.ranges.unit_bound`` per micro-group: ``(2^M - 1)·2^(S-M+1)`` (``numpy``: the
+same two factors in the same order), +Inf where ``torch``'s unsaturated k of the micro-group max
+exceeds 2^M (RHA(v) > 2^M is v >= 2^M + 1/2), NaN for a NaN group; then
+``_common.stats_store`` writes per-program partials and ``_common.reduce`` merges them.
+
+HiFX has no per-tensor reduction (every scale comes from the tile's own groups), so ``cache``
+is accepted and left untouched. ``emulate=seed`` (the seed's float ``log2`` and compute in the
+input dtype, §5.4) is not implemented: the reference runs it.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FormatSpec
+from ..reference.hifx import _EPS, GROUP, L1_MAX, L1_MIN
+from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "hifx_fake_quantize", "hifx_sums"]
+
+FAMILIES = ("hifx",)
+
+#: Elements per program: 64 groups of 64.
+TILE_ELEMS = 4096
+_VARIANTS = ("torch", "numpy")
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    if spec.family != "hifx":
+        return f"the triton hifx kernels cover the hifx family only, not {spec.family}"
+    if spec["emulate"] != "exact":
+        return "emulate=seed (the seed's float log2 and input-dtype compute) is not implemented in triton"
+    if spec["variant"] not in _VARIANTS:
+        return f"variant={spec['variant']} is not implemented in triton"
+    if spec["N"] not in (2, 3, 4, 5):
+        return f"hifx{spec['N']}_v12 is not implemented in triton (N = 2..5)"
+    return None
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _hifx_tile(
+    x_ptr,
+    pid,
+    n_groups,
+    ngrp,
+    L,
+    GPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    M: tl.constexpr,
+    TORCH: tl.constexpr,
+    EPS: tl.constexpr,
+    L1_LO: tl.constexpr,
+    L1_HI: tl.constexpr,
+    WITH_BOUND: tl.constexpr,
+):
+    """One tile [GPP, 8, 2, 4]: (x, q, valid, offs, bound); q float32 before the output cast,
+    bound per micro-group [GPP, 8, 2] (only when WITH_BOUND; else a placeholder)."""
+    # Group ids fit int32 (the launcher checks): the division is per group and 32-bit; only
+    # the element offsets need int64.
+    g = pid * GPP + tl.arange(0, GPP)
+    row = g // ngrp
+    col = (g - row * ngrp) * 64
+    sb = tl.arange(0, 8)[None, :, None, None] * 8
+    mg = tl.arange(0, 2)[None, None, :, None] * 4
+    ln = tl.arange(0, 4)[None, None, None, :]
+    cols = col[:, None, None, None] + (sb + mg + ln)
+    valid = (g < n_groups)[:, None, None, None] & (cols < L)
+    offs = (row.to(tl.int64) * L + col)[:, None, None, None] + (sb + mg + ln)
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    sign = xb ^ ab
+
+    # Step 3: m4 per micro-group as the int max of magnitude bits (NaN on top), then E4.
+    m4b = tl.max(ab, axis=3)  # [GPP, 8, 2]
+    m4 = m4b.to(tl.float32, bitcast=True)
+    if TORCH:
+        # The exponent of fl32(m4 + 2^-45): a normal float; Inf reads 255 - 127 = 128 (the
+        # reference's INF_EXP). A NaN gets 129, which yields the same levels (L1 clips to 16,
+        # d8 = d4 = 1 either way) and marks its group for step 6 without another reduction.
+        e4 = (((m4 + EPS).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+        e4 = tl.where(m4b > 0x7F800000, 129, e4)
+    else:
+        field = m4b >> 23
+        scaled = (m4 * 18446744073709551616.0).to(tl.int32, bitcast=True)  # ·2^64, exact
+        e4 = tl.where(field == 0, (scaled >> 23) - (127 + 64), field - 127)
+        e4 = tl.where(m4b == 0, -150, e4)  # reference._bits.ZERO_EXP
+        e4 = tl.where(field == 255, 128, e4)  # INF_EXP; finite exponents are <= 127
+
+    # Steps 4-8, literally (the clamps as the reference's _level_exponents applies them).
+    e8 = tl.max(e4, axis=2)  # [GPP, 8]
+    emax = tl.max(e8, axis=1)  # [GPP]
+    # The group's output is NaN for a NaN (torch) or any non-finite element (numpy).
+    bad = emax >= (129 if TORCH else 128)
+    l1 = emax - 2
+    if TORCH:
+        l1 = tl.minimum(tl.maximum(l1, L1_LO), L1_HI)
+    d8 = tl.maximum(e8 - l1[:, None] - 1, 0)
+    if TORCH:
+        d8 = tl.minimum(d8, 1)
+    d4 = tl.maximum(e4 - l1[:, None, None] - d8[:, :, None], 0)
+    if TORCH:
+        d4 = tl.minimum(d4, 1)
+    s = l1[:, None, None] + d8[:, :, None] + d4  # [GPP, 8, 2]
+
+    # Step 9: v = |x|·2^(M-1-S) with the reference's factors in its order.
+    a = ab.to(tl.float32, bitcast=True)
+    eu = (M - 1) - s
+    ed = s - (M - 1)
+    if TORCH:
+        up = pow2(eu)
+        v = a * up[:, :, :, None]
+    else:
+        up = pow2(eu >> 1)  # _pow2_split: 2^floor(e/2) · 2^(e - floor(e/2))
+        up2 = pow2(eu - (eu >> 1))
+        v = a * up[:, :, :, None] * up2[:, :, :, None]
+    # Exact RHA: floor as an int32 truncation; v >= 2^23 (or Inf) is already an integer.
+    # The GPU compiler may fuse the last product into v - f as an fma: the same value, as that
+    # product is exact or, below 2^-126, f = 0.
+    vt = tl.minimum(v, 8388608.0)
+    f = vt.to(tl.int32).to(tl.float32)
+    k = tl.where(v >= 8388608.0, v, f + (v - f >= 0.5).to(tl.float32))
+    if TORCH:
+        k = tl.where(k == 2**M, 2**M - 1.0, k)  # saturation without carry; k > 2^M is kept
+    else:
+        k = tl.minimum(k, 2**M - 1.0)
+    # Step 10: q = k·2^(S-M+1) (exact but for the same underflow as the reference), sign ORed in.
+    if TORCH:
+        q = k * pow2(ed)[:, :, :, None]
+    else:
+        q = k * pow2(ed >> 1)[:, :, :, None] * pow2(ed - (ed >> 1))[:, :, :, None]
+    q = (q.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+    q = tl.where(bad[:, None, None, None], float("nan"), q)
+
+    if WITH_BOUND:
+        # kernels.ranges._hifx: the top k = 2^M - 1 on the micro-group's grid.
+        if TORCH:
+            bound = (2**M - 1.0) * pow2(ed)
+            # Where the L1 clip lets RHA(m4·2^(M-1-S)) exceed 2^M nothing saturates: no top.
+            bound = tl.where(m4 * up >= 2**M + 0.5, float("inf"), bound)
+        else:
+            bound = (2**M - 1.0) * pow2(ed >> 1) * pow2(ed - (ed >> 1))
+        bound = tl.where(bad[:, None, None], float("nan"), bound)
+    else:
+        bound = m4  # unused: the fake-quantize kernel has no clip bound to report
+    return x, q, valid, offs, bound
+
+
+@triton.jit
+def _hifx_fq_kernel(
+    x_ptr,
+    out_ptr,
+    n_groups,
+    ngrp,
+    L,
+    GPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    M: tl.constexpr,
+    TORCH: tl.constexpr,
+    EPS: tl.constexpr,
+    L1_LO: tl.constexpr,
+    L1_HI: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, offs, bound = _hifx_tile(
+        x_ptr, pid, n_groups, ngrp, L, GPP, IN_KIND, M, TORCH, EPS, L1_LO, L1_HI, False
+    )  # fmt: skip
+    store_out(out_ptr, offs, q, valid, IN_KIND)
+
+
+@triton.jit
+def _hifx_sums_kernel(
+    x_ptr,
+    cnt_ptr,
+    sum_ptr,
+    n_groups,
+    ngrp,
+    L,
+    GPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    M: tl.constexpr,
+    TORCH: tl.constexpr,
+    EPS: tl.constexpr,
+    L1_LO: tl.constexpr,
+    L1_HI: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    x, q, valid, offs, bound = _hifx_tile(
+        x_ptr, pid, n_groups, ngrp, L, GPP, IN_KIND, M, TORCH, EPS, L1_LO, L1_HI, True
+    )  # fmt: skip
+    # stats_store reduces a 2-D tile: rows are micro-groups, so the bound is one per row.
+    x2 = tl.reshape(x, [GPP * 16, 4])
+    q2 = tl.reshape(round_out(q, IN_KIND), [GPP * 16, 4])
+    v2 = tl.reshape(valid, [GPP * 16, 4])
+    b2 = tl.reshape(round_out(bound, IN_KIND), [GPP * 16])[:, None]
+    stats_store(x2, q2, v2, b2, cnt_ptr, sum_ptr, pid, INPUT_STATS)
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _constants(spec: FormatSpec, dtype: torch.dtype) -> dict:
+    return dict(
+        GPP=TILE_ELEMS // GROUP,
+        IN_KIND=IN_KIND[dtype],
+        M=spec["N"] - 1,
+        TORCH=spec["variant"] == "torch",
+        EPS=_EPS,
+        L1_LO=L1_MIN,
+        L1_HI=L1_MAX,
+    )
+
+
+def _check(x: torch.Tensor, spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+    if x.dtype not in IN_KIND:
+        raise TypeError(f"the triton hifx kernels take float32, bfloat16 or float16, not {x.dtype}")
+
+
+def _rows_view(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int]:
+    """x with the grouped axis moved last, contiguous; the axis index."""
+    axis = spec["axis"] % x.dim()
+    return x.movedim(axis, -1).contiguous(), axis
+
+
+def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
+    L = xm.shape[-1]
+    ngrp = triton.cdiv(L, GROUP)
+    n_groups = (xm.numel() // L) * ngrp
+    if n_groups + c["GPP"] >= 2**31:  # 2^37 elements: beyond any GPU's memory today
+        raise ValueError(f"the triton hifx kernels index groups in int32; {n_groups} groups is too many")
+    return n_groups, ngrp, L, triton.cdiv(n_groups, c["GPP"])
+
+
+def hifx_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported hifx spec, bit for bit."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:  # the reference raises, or returns an empty tensor
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xm, axis = _rows_view(x.detach(), spec)
+    c = _constants(spec, x.dtype)
+    out = torch.empty_like(xm)
+    n_groups, ngrp, L, programs = _grid(xm, c)
+    _hifx_fq_kernel[(programs,)](in_arg(xm), in_arg(out), n_groups, ngrp, L, **c)
+    return out.movedim(-1, axis).contiguous()
+
+
+def hifx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size.
+    ``cache`` is not used: hifx has no per-tensor reduction to share between formats."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
+    xm, _ = _rows_view(x.detach(), spec)
+    c = _constants(spec, x.dtype)
+    n_groups, ngrp, L, programs = _grid(xm, c)
+    cnt, sums = partials(programs, x.device)
+    _hifx_sums_kernel[(programs,)](in_arg(xm), cnt, sums, n_groups, ngrp, L, INPUT_STATS=input_stats, **c)
+    return reduce(cnt, sums, input_stats)
+
+
+fake_quantize = hifx_fake_quantize
+sums = hifx_sums
