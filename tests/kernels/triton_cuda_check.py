@@ -48,6 +48,7 @@ FORMATS = [
     ("e4m3K0k8B1b32off400", False),
     *((f, True) for f in ("nvf4", "nvfp4", "nf4", "fp8_e4m3", "fp8_e5m2", "int8sym", "bf16", "fp16")),
     ("nvfp4:axis=0", False),
+    ("nvf4:emulate=seed", False),
     ("nf4:block=32,axis=0", False),
     ("int8sym:axis=0", False),
     *((f, False) for f in ("fp8_e4m3:emulate=seed", "int8sym:emulate=seed", "int8sym:axis=0,emulate=seed")),

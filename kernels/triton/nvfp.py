@@ -1,0 +1,397 @@
+"""Triton NVFP4 kernels: the seed's one-level ``nvf4`` (formats-mx.md §4.2) and NVIDIA's
+two-level ``nvfp4`` (§4.1 with torchao's arithmetic, §4.4), bit for bit with
+``kernels.reference.nvfp``, one program per tile of ``BPP`` blocks of 16.
+
+The input is viewed as (rows, L) with the blocked axis last (the launcher moves it there),
+each row cut into ``ceil(L / 16)`` blocks; the last one may be partial (the reference
+zero-pads it, and zeros change neither a block amax nor any other element). When L is a
+multiple of 16 (``EVEN``), block g is simply elements 16g..16g+15 of the flat tensor: the
+tile is one contiguous run, Triton vectorizes its loads and stores (16 bytes a thread), and
+no block needs its row and column (an int64 division per block otherwise).
+
+Shared per tile:
+
+- **Block amax** is an int32 max of the magnitude bits: for non-negative floats the int order
+  is the float order and every NaN pattern sorts above +Inf, so NaN propagates as
+  ``torch.amax`` does.
+- **E4M3 rounding** of a per-block value v in [0, 448] (``reference.fp8.round_to_grid``):
+  the step ``2^(max(floor(log2 v), -6) - 3)`` from the exponent field (an fp32-subnormal v
+  has field 0 and gets the -6 floor), ``t = v / step`` is exact, and RNE is integer work on
+  ``trunc(t)`` and the exact remainder.
+- **E2M1 rounding** (RNE, saturating at 6) by comparisons with the midpoints of the grid
+  {0, .5, 1, 1.5, 2, 3, 4, 6}: a value above 0.25 moves up, at or above 0.75, above 1.25,
+  at or above 1.75, above 2.5, at or above 3.5, above 5 (ties go to the even code). No
+  per-element division, rounding or float-to-int conversion.
+- bf16 output is rounded RNE on the bits (exactly torch's ``.to(bfloat16)``), fp16 by
+  Triton's conversion (RNE).
+
+``nvf4`` (``emulate=exact``, reference ``_nvf4_exact``): ``S = e4m3(min(amax_b / 6, 448))``
+with the IEEE division (``tl.div_rn``; Triton's ``/`` is approximate on the GPU), then
+``q = e2m1(|x| / S)``, output ``copysign(q·S, x)``. The quotient is never formed: for an E4M3
+S >= 2^-9 and a midpoint m, ``m·S`` is exact in float32 and ``fl(|x| / S)`` lies above
+(equals) m exactly when ``|x|`` lies above (equals) ``m·S`` (an |x| one ulp off m·S gives a
+quotient more than half an ulp off m, checked for every S), so the comparisons run on |x|
+against per-block thresholds. Special cases as the reference: a scale that rounds to 0 gives
++0 for the block, a NaN block is NaN, an infinite element is NaN (its block's amax is Inf,
+so ``S = 448`` for the others).
+
+``nvfp4`` (reference ``quantize_nvfp4_ref``): the tensor amax ``A`` (a 0-dim float32 tensor,
+read by the kernel: no host synchronisation) gives ``pts = A / 2688``; per block
+``s_b = e4m3(clamp(amax_b / 6 / pts, 2^-6, 448))``, ``r = (1 / pts) / s_b`` and
+``dec = pts·s_b``, all with IEEE divisions in the reference's order; per element
+``e2m1(|x|·r)·dec`` with the sign of x (the reference's rounding and product are odd in x).
+``|x|·r`` is a rounded product that is only compared, never added to, so FMA contraction on
+the GPU cannot change it. A non-finite A makes everything NaN; ``pts < 2^-121`` returns x.
+The amax comes from a one-pass Triton reduction (``_absmax_kernel``, a local copy of
+hif8's) and is kept in the caller's ``cache`` under ``("absmax",)``, the key hif8 uses too.
+
+``nvf4:emulate=seed`` (reference ``_nvf4_seed``, §4.2 steps 2-6 as the seed computes them):
+every op of the reference in its order, each float32 result rounded to the input dtype with
+``round_out`` (torch computes bf16/fp16 ops in float32 and rounds once), with
+``eps = 2^-14`` for fp16 inputs and ``2^-60`` otherwise: ``sf = min(amax_b / 6, 448)``,
+``S = round(sf·2^(3-e))·2^(e-3)``, ``S' = S + eps``, ``v = |x| / S'`` (a per-element IEEE
+division: S' has up to 11 significant bits in fp16, so the comparison trick above does not
+apply), ``q = min(round(v·2^(1-e2))·2^(e2-1), 6)`` and ``sign(x)·S'·q`` (torch's ``sign(±0)``
+is +0). The seed's floors ``e = max(floor(log2(sf + eps)), -6)`` and
+``e2 = max(floor(log2(v + eps)), 0)`` come from exponent fields (of ``sf + eps`` and of v).
+Its float ``log2`` (float64 rounded to float32, then to the input dtype) can return k + 1 for
+a y just below 2^(k+1), but only within a few ulps of the input dtype of 2^(k+1), where
+rounding at the coarser step gives the same 2^(k+1) as at the finer one; and the eps in
+``v + eps`` is below half an ulp of every v >= 1 and cannot lift a v < 1 to 1. So S and q
+equal the seed's (checked for every bf16 and fp16 value, and for float32 values near each
+power of two, against ``reference.nvfp``'s own floors). A NaN block is NaN, and an infinite
+element NaN (the seed's ``Inf·0``), the rest of its block quantized against ``S = 448``.
+
+The ``_sums`` kernels run the same tile and write, per program, float64 partial error sums
+and int32 counts (``_common.stats_store``) with the clip bound of ``kernels.ranges.unit_bound``
+(``6·S``, ``6·dec``, +Inf for a tensor returned unchanged), rounded to the output dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import FormatSpec
+from ..reference.nvfp import E4M3_MIN_NORMAL, NVFP4_BLOCK, NVFP4_MIN_PTS, NVFP4_TENSOR_DIVISOR
+from ..stats import ErrorSums
+from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+
+__all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "nvfp_fake_quantize", "nvfp_sums"]
+
+FAMILIES = ("nvf4", "nvfp4")
+
+#: Elements per program: BPP blocks of 16.
+TILE_ELEMS = 4096
+BPP = TILE_ELEMS // NVFP4_BLOCK
+#: The amax reduction's tile.
+AMAX_ROWS = 32
+AMAX_COLS = 128
+#: The cache key of the tensor's max |x| (a 0-dim float32 tensor on x's device; NaN propagates).
+AMAX_KEY = ("absmax",)
+_F32 = torch.float32
+
+
+def unsupported_reason(spec: FormatSpec) -> str | None:
+    """None when the Triton kernels cover ``spec``, else why not."""
+    if spec.family not in FAMILIES:
+        return f"the triton nvfp kernels cover {', '.join(FAMILIES)}, not {spec.family}"
+    return None
+
+
+# --------------------------------------------------------------------------- device code
+
+
+@triton.jit
+def _absmax_kernel(x_ptr, part_ptr, n, IN_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Per program, the int max of the magnitude bits of its tile (NaN patterns sort on top)."""
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+    valid = offs < n
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    tl.store(part_ptr + pid, tl.max(tl.max(ab, axis=1), axis=0))
+
+
+@triton.jit
+def _rne_int(t):
+    """RNE of float32 t >= 0 to an integer-valued float32 (trunc and exact remainder); t is capped
+    at 2^24 to keep the int conversion defined (larger t are never used: masked or saturated)."""
+    t = tl.minimum(t, 16777216.0)
+    ti = t.to(tl.int32)  # trunc = floor for t >= 0
+    rem = t - ti.to(tl.float32)  # exact
+    return (ti + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.int32)).to(tl.float32)
+
+
+@triton.jit
+def _e4m3(v):
+    """``round_to_grid(v, E4M3)`` for float32 v in [0, 448] (RNE; subnormal steps 2^-9)."""
+    e = tl.maximum((v.to(tl.int32, bitcast=True) >> 23) - 127, -6)
+    return _rne_int(v * pow2(3 - e)) * pow2(e - 3)  # v·2^(3-e) is exact, in [0, 16)
+
+
+@triton.jit
+def _e2m1(a, s):
+    """The E2M1 value (RNE, saturating at 6) nearest ``a / s`` for a >= 0, by comparing ``a`` with
+    the grid's midpoints times ``s`` (exact products, see the module docstring)."""
+    half = (a > 0.25 * s).to(tl.float32) + (a >= 0.75 * s).to(tl.float32)
+    half += (a > 1.25 * s).to(tl.float32) + (a >= 1.75 * s).to(tl.float32)
+    ones = (a > 2.5 * s).to(tl.float32) + (a >= 3.5 * s).to(tl.float32)
+    return 0.5 * half + ones + 2.0 * (a > 5.0 * s).to(tl.float32)
+
+
+@triton.jit
+def _blocks(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
+    """This program's tile of BPP blocks of 16: (x float32, valid, offs)."""
+    g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
+    k = tl.arange(0, 16)
+    if EVEN:
+        # Block g is elements 16g..16g+15. The mask is built per block (constant along the 16
+        # elements, which Triton must see to vectorize a masked load), not per element.
+        offs = g[:, None] * 16 + k[None, :]
+        valid = tl.broadcast_to((g < n_blocks)[:, None], (BPP, 16))
+    else:
+        row = g // nblk
+        cols = ((g % nblk) * 16)[:, None] + k[None, :]
+        valid = (g < n_blocks)[:, None] & (cols < L)
+        offs = row[:, None] * L + cols
+    return load_f32(x_ptr, offs, valid, IN_KIND), valid, offs
+
+
+@triton.jit
+def _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
+    """One nvf4 tile: (x, q, valid, bound, offs), q and the per-block bound in float32."""
+    x, valid, offs = _blocks(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    amax = tl.max(ab, axis=1)
+    nanb = amax > 0x7F800000
+    # §4.2 steps 2-3; Inf/6 = Inf clips to 448. A NaN block is masked below.
+    s = _e4m3(tl.minimum(tl.div_rn(amax.to(tl.float32, bitcast=True), 6.0), 448.0))
+    a = ab.to(tl.float32, bitcast=True)
+    q = _e2m1(a, s[:, None]) * s[:, None]  # exact: 2 x 4 significant bits
+    qbits = q.to(tl.int32, bitcast=True) | (xb ^ ab)  # copysign(q·S, x)
+    qbits = tl.where((s == 0.0)[:, None], 0, qbits)  # the fixed seed bug: a zero scale gives +0
+    qbits = tl.where(nanb[:, None] | (ab == 0x7F800000), 0x7FC00000, qbits)
+    bound = tl.where(nanb, float("nan"), 6.0 * s)
+    return x, qbits.to(tl.float32, bitcast=True), valid, bound, offs
+
+
+@triton.jit
+def _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
+    """One nvf4 emulate=seed tile: the reference's ``_nvf4_seed`` op for op, each op's float32
+    result rounded to the input dtype as torch's (float32-opmath) ops round it; the floors of
+    the seed's log2 from the exponent field (see the module docstring)."""
+    x, valid, offs = _blocks(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    if IN_KIND == 2:
+        eps = 6.103515625e-05  # 2^-14
+    else:
+        eps = 8.673617379884035e-19  # 2^-60
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    amax = tl.max(ab, axis=1)
+    nanb = amax > 0x7F800000
+    sf = tl.minimum(round_out(tl.div_rn(amax.to(tl.float32, bitcast=True), 6.0), IN_KIND), 448.0)
+    # §4.2 step 3: e = max(floor(log2(sf + eps)), -6); binades below -6 clamp either way.
+    y = round_out(sf + eps, IN_KIND)
+    e = tl.where(nanb, 0, tl.maximum((y.to(tl.int32, bitcast=True) >> 23) - 127, -6))
+    S = _rne_int(sf * pow2(3 - e)) * pow2(e - 3)  # exact in the input dtype: r <= 16
+    Sp = round_out(S + eps, IN_KIND)  # step 4: S' = S + eps divides and decodes
+    a = ab.to(tl.float32, bitcast=True)
+    v = round_out(tl.div_rn(a, Sp[:, None]), IN_KIND)
+    # Step 5: e2 = max(floor(log2(v + eps)), 0), from v's exponent field (module docstring);
+    # from binade 3 up the element saturates at 6 whatever e2 is.
+    e2 = tl.minimum(tl.maximum((v.to(tl.int32, bitcast=True) >> 23) - 127, 0), 3)
+    m1 = _rne_int(v * pow2(1 - e2)) * 0.5
+    q = tl.where(e2 == 3, 6.0, tl.minimum(pow2(e2) * m1, 6.0))
+    # Step 6: sign(x)·S'·q, with torch's sign(±0) = +0.
+    out = round_out(Sp[:, None] * q, IN_KIND)
+    qbits = out.to(tl.int32, bitcast=True) | tl.where(ab == 0, 0, xb ^ ab)
+    # A non-finite v (an Inf element or a NaN block): the seed's Inf·0 = NaN.
+    qbits = tl.where(nanb[:, None] | (ab == 0x7F800000), 0x7FC00000, qbits)
+    bound = tl.where(nanb, float("nan"), round_out(Sp * 6.0, IN_KIND))
+    return x, qbits.to(tl.float32, bitcast=True), valid, bound, offs
+
+
+@triton.jit
+def _nvfp4_tile(
+    x_ptr,
+    amax_ptr,
+    pid,
+    n_blocks,
+    nblk,
+    L,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    EVEN: tl.constexpr,
+    DIVISOR: tl.constexpr,
+    MIN_PTS: tl.constexpr,
+    SB_MIN: tl.constexpr,
+):
+    """One nvfp4 tile: (x, q, valid, bound, offs), q and the per-block bound in float32."""
+    x, valid, offs = _blocks(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    A = tl.load(amax_ptr)
+    finite = (A.to(tl.int32, bitcast=True) & 0x7FFFFFFF) < 0x7F800000
+    pts = tl.div_rn(A, DIVISOR)
+    tiny = pts < MIN_PTS  # x comes back unchanged
+    bmax = tl.max(ab, axis=1).to(tl.float32, bitcast=True)
+    # The reference's per-block ops in its order; a tiny or non-finite tensor is masked below.
+    v = tl.div_rn(tl.div_rn(bmax, 6.0), pts)
+    s_b = _e4m3(tl.minimum(tl.maximum(v, SB_MIN), 448.0))
+    r = tl.div_rn(tl.div_rn(1.0, pts), s_b)
+    dec = pts * s_b
+    one = tl.full((BPP, 1), 1.0, tl.float32)
+    q = _e2m1(ab.to(tl.float32, bitcast=True) * r[:, None], one) * dec[:, None]
+    qbits = q.to(tl.int32, bitcast=True) | (xb ^ ab)
+    qbits = tl.where(tiny, xb, qbits)
+    qbits = tl.where(finite, qbits, 0x7FC00000)
+    bound = tl.where(finite, tl.where(tiny, float("inf"), 6.0 * dec), float("nan"))
+    return x, qbits.to(tl.float32, bitcast=True), valid, bound, offs
+
+
+@triton.jit
+def _nvfp_fq_kernel(
+    x_ptr,
+    aux_ptr,
+    out_ptr,
+    n_blocks,
+    nblk,
+    L,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    MODE: tl.constexpr,
+    EVEN: tl.constexpr,
+    DIVISOR: tl.constexpr,
+    MIN_PTS: tl.constexpr,
+    SB_MIN: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if MODE == 2:
+        x, q, valid, bound, offs = _nvfp4_tile(
+            x_ptr, aux_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN, DIVISOR, MIN_PTS, SB_MIN
+        )
+    elif MODE == 1:
+        x, q, valid, bound, offs = _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    else:
+        x, q, valid, bound, offs = _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    store_out(out_ptr, offs, q, valid, IN_KIND)
+
+
+@triton.jit
+def _nvfp_sums_kernel(
+    x_ptr,
+    aux_ptr,
+    cnt_ptr,
+    sum_ptr,
+    n_blocks,
+    nblk,
+    L,
+    BPP: tl.constexpr,
+    IN_KIND: tl.constexpr,
+    MODE: tl.constexpr,
+    EVEN: tl.constexpr,
+    DIVISOR: tl.constexpr,
+    MIN_PTS: tl.constexpr,
+    SB_MIN: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if MODE == 2:
+        x, q, valid, bound, offs = _nvfp4_tile(
+            x_ptr, aux_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN, DIVISOR, MIN_PTS, SB_MIN
+        )
+    elif MODE == 1:
+        x, q, valid, bound, offs = _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    else:
+        x, q, valid, bound, offs = _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    bound = round_out(bound, IN_KIND)[:, None]
+    stats_store(x, round_out(q, IN_KIND), valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS)
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _check(x: torch.Tensor, spec: FormatSpec) -> None:
+    why = unsupported_reason(spec)
+    if why:
+        raise ValueError(why)
+    if x.dtype not in IN_KIND:
+        raise TypeError(f"the triton nvfp kernels take float32, bfloat16 or float16, not {x.dtype}")
+
+
+def _amax(xm: torch.Tensor, cache: dict | None) -> torch.Tensor:
+    """max |x| as a 0-dim float32 tensor (NaN if any NaN), from ``cache`` when it holds it."""
+    if cache is not None and AMAX_KEY in cache:
+        return torch.as_tensor(cache[AMAX_KEY], dtype=_F32, device=xm.device).reshape(())
+    tile = AMAX_ROWS * AMAX_COLS
+    programs = triton.cdiv(xm.numel(), tile)
+    part = torch.empty(programs, dtype=torch.int32, device=xm.device)
+    _absmax_kernel[(programs,)](in_arg(xm), part, xm.numel(), IN_KIND=IN_KIND[xm.dtype], ROWS=AMAX_ROWS, COLS=AMAX_COLS)
+    amax = part.max().view(_F32)
+    if cache is not None:
+        cache[AMAX_KEY] = amax
+    return amax
+
+
+def _aux(xm: torch.Tensor, spec: FormatSpec, cache: dict | None) -> torch.Tensor:
+    """What the kernel's ``aux_ptr`` points to: the tensor amax for nvfp4; nvf4 never reads it
+    and gets the input itself (no allocation, no fill kernel)."""
+    return _amax(xm, cache) if spec.family == "nvfp4" else in_arg(xm)
+
+
+def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
+    """(x with the blocked axis last, contiguous; the axis; the aux tensor; launch arguments;
+    constexprs; programs)."""
+    axis = spec["axis"] % x.dim()
+    xm = x.detach().movedim(axis, -1).contiguous()
+    L = xm.shape[-1]
+    nblk = triton.cdiv(L, NVFP4_BLOCK)
+    n_blocks = (xm.numel() // L) * nblk
+    mode = 2 if spec.family == "nvfp4" else int(spec["emulate"] == "seed")
+    c = dict(
+        BPP=BPP,
+        IN_KIND=IN_KIND[x.dtype],
+        MODE=mode,
+        EVEN=L % NVFP4_BLOCK == 0,
+        DIVISOR=NVFP4_TENSOR_DIVISOR,
+        MIN_PTS=NVFP4_MIN_PTS,
+        SB_MIN=E4M3_MIN_NORMAL,
+    )
+    return xm, axis, _aux(xm, spec, cache), (n_blocks, nblk, L), c, triton.cdiv(n_blocks, BPP)
+
+
+def nvfp_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
+    """``fake_quantize(x, spec, backend="reference")`` for a supported nvf4/nvfp4 spec, bit for bit."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..reference import fake_quantize_ref
+
+        return fake_quantize_ref(x, spec, None)
+    xm, axis, amax, args, c, programs = _prepare(x, spec, cache)
+    out = torch.empty_like(xm)
+    _nvfp_fq_kernel[(programs,)](in_arg(xm), amax, in_arg(out), *args, **c)
+    return out.movedim(-1, axis).contiguous()
+
+
+def nvfp_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
+    """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
+    ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size (plus
+    the amax pass for nvfp4, skipped when ``cache`` holds it)."""
+    _check(x, spec)
+    if x.dim() == 0 or x.numel() == 0:
+        from ..ranges import unit_bound
+        from ..reference import fake_quantize_ref
+        from ..stats import error_sums_ref
+
+        return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
+    xm, _, amax, args, c, programs = _prepare(x, spec, cache)
+    cnt, sums_ = partials(programs, x.device)
+    _nvfp_sums_kernel[(programs,)](in_arg(xm), amax, cnt, sums_, *args, INPUT_STATS=input_stats, **c)
+    return reduce(cnt, sums_, input_stats)
+
+
+fake_quantize = nvfp_fake_quantize
+sums = nvfp_sums
