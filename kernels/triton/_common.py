@@ -35,6 +35,8 @@ __all__ = [
     "partials",
     "reduce",
     "out_kind",
+    "AMAX_KEY",
+    "tensor_absmax",
 ]
 
 #: Input/output dtype -> the kind code the kernels take as a constexpr.
@@ -195,7 +197,38 @@ def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS: tl.const
         tl.store(sum_ptr + fb + 9, empty)
 
 
+@triton.jit
+def _absmax_kernel(x_ptr, part_ptr, n, IN_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Per program, the int max of the magnitude bits of its tile (NaN patterns sort on top)."""
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+    valid = offs < n
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    tl.store(part_ptr + pid, tl.max(tl.max(ab, axis=1), axis=0))
+
+
 # --------------------------------------------------------------------------- host side
+
+#: Where :func:`tensor_absmax` keeps a tensor's absmax in the caller's per-tensor cache.
+AMAX_KEY = ("absmax",)
+
+
+def tensor_absmax(x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    """max |x| over the whole tensor (contiguous float32/bfloat16/float16) as a 0-dim float32
+    tensor on x's device, NaN if any element is NaN (the reference's ``abs().amax()``); no host
+    synchronization. Kept in ``cache[AMAX_KEY]``, so the first format that needs it on a tensor
+    computes it and the others (fp8tensor, hif8, nvfp4) reuse it."""
+    if cache is not None and AMAX_KEY in cache:
+        return cache[AMAX_KEY]
+    rows, cols = 32, 128
+    programs = triton.cdiv(x.numel(), rows * cols)
+    part = torch.empty(programs, dtype=torch.int32, device=x.device)
+    _absmax_kernel[(programs,)](in_arg(x), part, x.numel(), IN_KIND=IN_KIND[x.dtype], ROWS=rows, COLS=cols)
+    amax = part.max().view(torch.float32)
+    if cache is not None:
+        cache[AMAX_KEY] = amax
+    return amax
 
 
 def in_arg(t: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.hif8 import HIF8_MAX, TOF8_FINITE
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out, tensor_absmax
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "hif8_fake_quantize", "hif8_sums"]
 
@@ -57,8 +57,6 @@ FAMILIES = ("hif8",)
 TILE_ROWS = 32
 TILE_COLS = 128
 TILE_ELEMS = TILE_ROWS * TILE_COLS
-#: The cache key of the tensor's max |x| (a 0-dim float32 tensor on x's device; NaN propagates).
-AMAX_KEY = ("absmax",)
 
 _OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _OVERFLOWS = ("saturate", "inf", "tof8")
@@ -81,17 +79,6 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 # --------------------------------------------------------------------------- device code
-
-
-@triton.jit
-def _absmax_kernel(x_ptr, part_ptr, n, IN_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """Per program, the int max of the magnitude bits of its tile (NaN patterns sort on top)."""
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
-    valid = offs < n
-    x = load_f32(x_ptr, offs, valid, IN_KIND)
-    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    tl.store(part_ptr + pid, tl.max(tl.max(ab, axis=1), axis=0))
 
 
 @triton.jit
@@ -234,19 +221,6 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
         raise TypeError(f"the triton hif8 kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
-def _amax(xf: torch.Tensor, cache: dict | None) -> torch.Tensor:
-    """max |x| as a 0-dim float32 tensor (NaN if any NaN), from ``cache`` when it holds it."""
-    if cache is not None and AMAX_KEY in cache:
-        return torch.as_tensor(cache[AMAX_KEY], dtype=_F32, device=xf.device).reshape(())
-    programs = triton.cdiv(xf.numel(), TILE_ELEMS)
-    part = torch.empty(programs, dtype=torch.int32, device=xf.device)
-    _absmax_kernel[(programs,)](in_arg(xf), part, xf.numel(), IN_KIND=IN_KIND[xf.dtype], ROWS=TILE_ROWS, COLS=TILE_COLS)
-    amax = part.max().view(_F32)
-    if cache is not None:
-        cache[AMAX_KEY] = amax
-    return amax
-
-
 def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
     """(flat contiguous x, output dtype, positional kernel args after the pointers, constexprs)."""
     scaled, underflow, overflow = _modes(spec)
@@ -255,7 +229,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
         xf = xf.contiguous()
     # k as _per_tensor_scale rounds it to float32; a Python float travels to the kernel as fp32.
     k = torch.tensor(spec["k"], dtype=_F32).item()
-    amax = _amax(xf, cache) if scaled else xf  # unscaled: a placeholder, never read
+    amax = tensor_absmax(xf, cache) if scaled else xf  # unscaled: a placeholder, never read
     out_dtype = _out_dtype(x, spec, scaled)
     c = dict(
         IN_KIND=IN_KIND[x.dtype],

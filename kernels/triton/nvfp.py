@@ -76,7 +76,7 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.nvfp import E4M3_MIN_NORMAL, NVFP4_BLOCK, NVFP4_MIN_PTS, NVFP4_TENSOR_DIVISOR
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out, tensor_absmax
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "nvfp_fake_quantize", "nvfp_sums"]
 
@@ -85,11 +85,6 @@ FAMILIES = ("nvf4", "nvfp4")
 #: Elements per program: BPP blocks of 16.
 TILE_ELEMS = 4096
 BPP = TILE_ELEMS // NVFP4_BLOCK
-#: The amax reduction's tile.
-AMAX_ROWS = 32
-AMAX_COLS = 128
-#: The cache key of the tensor's max |x| (a 0-dim float32 tensor on x's device; NaN propagates).
-AMAX_KEY = ("absmax",)
 _F32 = torch.float32
 
 
@@ -101,17 +96,6 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 # --------------------------------------------------------------------------- device code
-
-
-@triton.jit
-def _absmax_kernel(x_ptr, part_ptr, n, IN_KIND: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """Per program, the int max of the magnitude bits of its tile (NaN patterns sort on top)."""
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
-    valid = offs < n
-    x = load_f32(x_ptr, offs, valid, IN_KIND)
-    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    tl.store(part_ptr + pid, tl.max(tl.max(ab, axis=1), axis=0))
 
 
 @triton.jit
@@ -322,24 +306,10 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
         raise TypeError(f"the triton nvfp kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
-def _amax(xm: torch.Tensor, cache: dict | None) -> torch.Tensor:
-    """max |x| as a 0-dim float32 tensor (NaN if any NaN), from ``cache`` when it holds it."""
-    if cache is not None and AMAX_KEY in cache:
-        return torch.as_tensor(cache[AMAX_KEY], dtype=_F32, device=xm.device).reshape(())
-    tile = AMAX_ROWS * AMAX_COLS
-    programs = triton.cdiv(xm.numel(), tile)
-    part = torch.empty(programs, dtype=torch.int32, device=xm.device)
-    _absmax_kernel[(programs,)](in_arg(xm), part, xm.numel(), IN_KIND=IN_KIND[xm.dtype], ROWS=AMAX_ROWS, COLS=AMAX_COLS)
-    amax = part.max().view(_F32)
-    if cache is not None:
-        cache[AMAX_KEY] = amax
-    return amax
-
-
 def _aux(xm: torch.Tensor, spec: FormatSpec, cache: dict | None) -> torch.Tensor:
     """What the kernel's ``aux_ptr`` points to: the tensor amax for nvfp4; nvf4 never reads it
     and gets the input itself (no allocation, no fill kernel)."""
-    return _amax(xm, cache) if spec.family == "nvfp4" else in_arg(xm)
+    return tensor_absmax(xm, cache) if spec.family == "nvfp4" else in_arg(xm)
 
 
 def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None):

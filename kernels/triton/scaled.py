@@ -60,7 +60,7 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.fp8 import FP8_ELEMENTS
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out, tensor_absmax
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "tensor_absmax", "row_absmax"]
 
@@ -255,22 +255,6 @@ def _int8_kernel(
 
 
 # --------------------------------------------------------------------------- host side
-
-
-def tensor_absmax(x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-    """max |x| over the whole tensor as a 0-dim float32 tensor on x's device (NaN propagates,
-    like the reference's ``abs().amax()``), kept in ``cache[("absmax",)]``: the key and layout
-    the hif8 and nvfp kernels use, so whichever runs first on a tensor serves the others."""
-    key = ("absmax",)
-    if cache is not None and key in cache:
-        a = torch.as_tensor(cache[key])
-        if a.numel() == 1:
-            return a.to(device=x.device, dtype=torch.float32).reshape(())
-    mn, mx = torch.aminmax(x)  # one pass, no |x| buffer; both propagate NaN
-    a = torch.maximum(mn.abs(), mx.abs()).to(torch.float32)
-    if cache is not None:
-        cache[key] = a
-    return a
 
 
 def row_absmax(x: torch.Tensor, axis: int, cache: dict | None = None) -> torch.Tensor:

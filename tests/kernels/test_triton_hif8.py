@@ -27,6 +27,7 @@ from kernels import backends  # noqa: E402
 if SKIP:
     pytest.skip(SKIP, allow_module_level=True)
 
+from kernels.triton import _common as tcommon  # noqa: E402
 from kernels.triton import hif8 as thif8  # noqa: E402
 
 #: One format per code path of the kernels: scaled / unscaled, the underflow and overflow modes,
@@ -262,24 +263,24 @@ def test_sums_cache_holds_the_amax():
     x = heavy((50, 90), seed=12).to(torch.bfloat16)
     cache: dict = {}
     check_sums(x, "hif8", cache=cache)
-    assert list(cache) == [thif8.AMAX_KEY]
-    amax = cache[thif8.AMAX_KEY]
+    assert list(cache) == [tcommon.AMAX_KEY]
+    amax = cache[tcommon.AMAX_KEY]
     assert amax.dtype == torch.float32 and amax.item() == x.float().abs().amax().item()
     spec = kernels.parse("hif8:k=3.3,out=fp32")
     first = thif8.sums(x, spec, cache=cache)
-    assert cache[thif8.AMAX_KEY] is amax  # reused, not recomputed
+    assert cache[tcommon.AMAX_KEY] is amax  # reused, not recomputed
     again = thif8.sums(x, spec, cache=cache)
     assert first.as_dict() == again.as_dict()
     check_sums(x, "hif8:k=3.3,out=fp32", cache=cache)
     # The cached value is what the kernels read: a different one changes the result.
-    fake = {thif8.AMAX_KEY: amax * 2}
+    fake = {tcommon.AMAX_KEY: amax * 2}
     assert thif8.sums(x, spec, cache=fake).sum_d2 != first.sum_d2
     # A NaN amax is cached as NaN (it poisons every format on that tensor, as in the reference).
     y = x.clone()
     y[1, 2] = math.nan
     cache = {}
     check_sums(y, "hif8", cache=cache)
-    assert math.isnan(cache[thif8.AMAX_KEY].item())
+    assert math.isnan(cache[tcommon.AMAX_KEY].item())
     # The unscaled formats need no amax.
     cache = {}
     thif8.sums(x, kernels.parse("hif8:scale=none"), cache=cache)
