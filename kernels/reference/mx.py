@@ -383,8 +383,22 @@ def _exact_dequant(xb, s, nan_mask, elem, round, generator):
     return torch.where(nan_mask, math.nan, q)
 
 
+#: The order of the auto modes' block error sums (kernels.triton.mx matches it): pairs of
+#: neighbours added level by level over each block, zero-padded to a power of two.
+BLOCK_SUM_ORDER = "pairs"
+
+
 def _block_sum(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return t.sum(dim=dims, keepdim=True) if dims else t
+    """Sums over ``dims`` (kept, size 1) in one fixed order on every device: pairs of neighbours,
+    level by level (each step one float64 add per pair). ``t.sum`` follows the device's own
+    reduction order, and blocks that mix errors of 1e5 and 1e-12 round differently on CPU
+    (AVX2, AVX-512) and CUDA, which flipped the auto modes' near-tie decisions."""
+    for d in dims:
+        t = pad_axis_to_multiple(t, d, 1 << max(t.shape[d] - 1, 0).bit_length())
+        while t.shape[d] > 1:
+            u = t.unflatten(d, (t.shape[d] // 2, 2))
+            t = u.select(d + 1, 0) + u.select(d + 1, 1)
+    return t
 
 
 def _exact_auto_offset(xb, amax, elem, scale_bits, minus_exp, dims):
@@ -398,9 +412,8 @@ def _exact_auto_offset(xb, amax, elem, scale_bits, minus_exp, dims):
     s1 = s0 - level
     nan1 = nan0 | (s1 > scale_emax)
     s1 = s1.clamp(-scale_emax, scale_emax)
-    # In float64: each squared difference of two float32 values is exact there, so the block
-    # sums no longer depend on the device's summation order (float32 sums flipped near-ties
-    # between CPU and CUDA).
+    # In float64 each squared difference of two float32 values is exact, and _block_sum adds
+    # them in one fixed order, so every device takes the same decision.
     x64 = xb.double()
     err0 = _block_sum((x64 - _exact_dequant(xb, s0, nan0, elem, "nearest", None).double()).square(), dims)
     err1 = _block_sum((x64 - _exact_dequant(xb, s1, nan1, elem, "nearest", None).double()).square(), dims)

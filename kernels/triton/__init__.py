@@ -9,7 +9,7 @@ kernels compile or run in its interpreter (``TRITON_INTERPRET=1``, read at that 
 very lookup of the package fails, ``kernels.backends`` skips this module altogether.
 
 Each family lives in one module (:data:`MODULES`) with the same four names: ``FAMILIES``
-(the families it runs), ``unsupported_reason(spec)``, ``fake_quantize(x, spec)`` and
+(the families it runs), ``unsupported_reason(spec)``, ``fake_quantize(x, spec, generator=None)`` and
 ``sums(x, spec, input_stats=True, cache=None)`` — the fused quantize + statistics kernel,
 which writes no tensor of x's size and returns :class:`kernels.stats.ErrorSums`. ``cache`` is
 a dict the caller keeps for one tensor, in which per-tensor reductions that do not depend on
@@ -81,8 +81,9 @@ def _module(family: str):
 
 
 def fake_quantize_triton(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``fake_quantize(x, spec)`` on the Triton kernels (the spec must pass :func:`check`)."""
-    return _module(spec.family).fake_quantize(x, spec)
+    """``fake_quantize(x, spec)`` on the Triton kernels (the spec must pass :func:`check`);
+    ``generator`` feeds stochastic rounding (``round=dither``) as it feeds the reference."""
+    return _module(spec.family).fake_quantize(x, spec, generator=generator)
 
 
 def sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None):

@@ -277,7 +277,7 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     return reduce(cnt, sums, input_stats)
 
 
-def fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
     """The module interface's ``fake_quantize`` (no cache)."""
     return hif8_fake_quantize(x, spec)
 

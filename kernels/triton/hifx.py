@@ -312,5 +312,9 @@ def hifx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     return reduce(cnt, sums, input_stats)
 
 
-fake_quantize = hifx_fake_quantize
+def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The module interface's ``fake_quantize`` (the family rounds deterministically: no generator)."""
+    return hifx_fake_quantize(x, spec)
+
+
 sums = hifx_sums

@@ -28,21 +28,24 @@ The other options, each a constexpr switch, so the default kernel does no extra 
 
 - ``block=0`` (§2.2-3, one scale per row): a row of at most ``MAX_BLOCK`` elements is one
   block of the tile. A longer row is cut into chunks of ``TILE_ELEMS`` that read the row's
-  amax from a first pass (torch's max and min per row, kept in the caller's ``cache``).
+  amax from a first pass (torch's ``aminmax`` per row, kept in the caller's ``cache``).
 - ``shared_exp=none`` (§2.3 step 1): the amax is ``|x|`` itself, steps 2-4 run per element;
   the tensor is read as one flat row (the reference's per-axis padding changes nothing then).
 - ``minus_exp=auto|auto-2|auto-reverse|auto-fix`` (§2.3 step 2), as ``_exact_auto_offset``:
   the two ceil-based candidates ``s0`` and ``s1 = clamp(s0 - level)`` quantize the block with
-  round=nearest, the squared errors are summed in float64 per block (each is the same float64
-  operation on the same float32 values as the reference's), and ``d = level`` only where the
-  second sum is strictly lower (a tie or a NaN keeps d = 0). Float64 sums of exact squares
-  are order-independent unless they round; the reference relies on the same property.
-  Long rows (block=0) sum the chunks' errors on the host after a separate pass.
+  round=nearest, the squared errors (the same float64 operations on the same float32
+  values as the reference's) are summed per block, and ``d = level`` only where the
+  second sum is strictly lower (a tie or a NaN keeps d = 0). The sums are *not* order-free:
+  a block mixing errors ~1e5 and ~1e-12 rounds, and on such near-ties torch's CPU (AVX2 or
+  AVX512 cascade) and CUDA reductions and ``tl.sum`` each decide differently. The kernels sum
+  in one fixed order, a binary tree of adjacent pairs over the block zero-padded to a power
+  of two (:func:`_pair_sum`; one IEEE add per node, so every device agrees), the order of
+  the reference's ``_block_sum`` (``reference.mx.BLOCK_SUM_ORDER``). Long rows (block=0) sum
+  aligned chunks of ``TILE_ELEMS`` (subtrees of the row's tree) and finish the tree on the host.
 - ``round=dither``: ``floor(|t|) + (u < frac |t|)`` with the reference's own uniform draws,
   made by torch in the launcher in the reference's order (over the zero-padded blocked
-  tensor) and read by the kernel: one extra float32 read per element. The generator only
-  reaches :func:`mx_fake_quantize` / :func:`mx_sums` directly, so :func:`unsupported_reason`
-  refuses dither until the backend dispatcher forwards it.
+  tensor) and read by the kernel: one extra float32 read per element. The dispatcher passes
+  the caller's generator on; ``kernels.stats.format_sums`` sends dither to the unfused path.
 
 ``_mx_sums_kernel`` runs the same tile and writes, per program, float64 partial error sums
 and int32 counts (see ``kernels.stats``); ``mx_sums`` reduces them on the host.
@@ -97,12 +100,7 @@ def _reason(spec: FormatSpec) -> str | None:
 
 def unsupported_reason(spec: FormatSpec) -> str | None:
     """None when the Triton kernels cover ``spec``, else why not."""
-    why = _reason(spec)
-    if why is None and spec["round"] == "dither":
-        # Bit-exactness needs the caller's generator, which kernels.triton.fake_quantize_triton
-        # does not pass on: without it the draws would silently come from torch's global RNG.
-        return "round=dither needs the caller's generator, which the triton dispatcher does not forward yet"
-    return why
+    return _reason(spec)
 
 
 # --------------------------------------------------------------------------- device code
@@ -185,14 +183,50 @@ def _elements(
 
 
 @triton.jit
+def _pair_sum(t, BPP: tl.constexpr, W: tl.constexpr):
+    """Each row of the (BPP, W) tile summed as a binary tree of adjacent pairs (W a power of
+    two <= 8192): ``t[2j] + t[2j+1]`` level by level. A sum over two elements is one IEEE add,
+    so the result is the same on every device, unlike ``tl.sum``'s order (see the module
+    docstring, auto modes)."""
+    if W >= 2:
+        t = tl.sum(tl.reshape(t, (BPP, W // 2, 2)), axis=2)
+    if W >= 4:
+        t = tl.sum(tl.reshape(t, (BPP, W // 4, 2)), axis=2)
+    if W >= 8:
+        t = tl.sum(tl.reshape(t, (BPP, W // 8, 2)), axis=2)
+    if W >= 16:
+        t = tl.sum(tl.reshape(t, (BPP, W // 16, 2)), axis=2)
+    if W >= 32:
+        t = tl.sum(tl.reshape(t, (BPP, W // 32, 2)), axis=2)
+    if W >= 64:
+        t = tl.sum(tl.reshape(t, (BPP, W // 64, 2)), axis=2)
+    if W >= 128:
+        t = tl.sum(tl.reshape(t, (BPP, W // 128, 2)), axis=2)
+    if W >= 256:
+        t = tl.sum(tl.reshape(t, (BPP, W // 256, 2)), axis=2)
+    if W >= 512:
+        t = tl.sum(tl.reshape(t, (BPP, W // 512, 2)), axis=2)
+    if W >= 1024:
+        t = tl.sum(tl.reshape(t, (BPP, W // 1024, 2)), axis=2)
+    if W >= 2048:
+        t = tl.sum(tl.reshape(t, (BPP, W // 2048, 2)), axis=2)
+    if W >= 4096:
+        t = tl.sum(tl.reshape(t, (BPP, W // 4096, 2)), axis=2)
+    if W >= 8192:
+        t = tl.sum(tl.reshape(t, (BPP, W // 8192, 2)), axis=2)
+    return t  # (BPP, 1)
+
+
+@triton.jit
 def _auto_errs(
     a,
-    valid,
     amax,
     fl,
     mant,
     LEVEL: tl.constexpr,
     PER_ELEM: tl.constexpr,
+    BPP: tl.constexpr,
+    BP2: tl.constexpr,
     IS_INT: tl.constexpr,
     M: tl.constexpr,
     EMIN: tl.constexpr,
@@ -212,11 +246,11 @@ def _auto_errs(
     # |x - q| = |a - |q||: q has x's sign (or is 0) and float64 rounding is symmetric.
     d0 = a64 - _elements(a, s0, a, IS_INT, M, EMIN, MAX_NORM, 0).to(tl.float64)
     d1 = a64 - _elements(a, s1, a, IS_INT, M, EMIN, MAX_NORM, 0).to(tl.float64)
-    e0 = tl.where(valid, d0 * d0, 0.0)
-    e1 = tl.where(valid, d1 * d1, 0.0)
+    e0 = d0 * d0  # masked lanes read 0, which quantizes to 0: no error, like the reference's padding
+    e1 = d1 * d1
     if not PER_ELEM:
-        e0 = tl.sum(e0, axis=1)[:, None]
-        e1 = tl.sum(e1, axis=1)[:, None]
+        e0 = _pair_sum(e0, BPP, BP2)
+        e1 = _pair_sum(e1, BPP, BP2)
     return tl.where(nan0, float("nan"), e0), tl.where(nan1, float("nan"), e1)
 
 
@@ -274,7 +308,9 @@ def _mx_tile(
         if ROWSTAT:
             d = tl.load(d_ptr + row, mask=g < n_blocks, other=0)[:, None]
         else:
-            e0, e1 = _auto_errs(a, valid, amax, fl, mant, LEVEL, PER_ELEM, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX)
+            e0, e1 = _auto_errs(
+                a, amax, fl, mant, LEVEL, PER_ELEM, BPP, BP2, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX
+            )
             d = tl.where(e1 < e0, LEVEL, 0)  # d = 0 on a tie or a NaN error
         if AUTO_FIX:
             E = fl - d
@@ -415,7 +451,7 @@ def _mx_auto_err_kernel(
     amax = tl.load(amax_ptr + row, mask=g < n_blocks, other=0)[:, None]
     fl, mant = _log2_parts(amax)
     a = ab.to(tl.float32, bitcast=True)
-    e0, e1 = _auto_errs(a, valid, amax, fl, mant, LEVEL, False, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX)
+    e0, e1 = _auto_errs(a, amax, fl, mant, LEVEL, False, BPP, BP2, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX)
     ok = (g < n_blocks)[:, None]
     tl.store(err_ptr + g[:, None] * 2, e0, mask=ok)
     tl.store(err_ptr + g[:, None] * 2 + 1, e1, mask=ok)
@@ -483,13 +519,20 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
         raise TypeError(f"the triton MX kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
-def _rows_view(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int]:
+def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
     """x as the kernels read it, contiguous: the blocked axis moved last, or for shared_exp=none
-    (no blocks) the whole tensor as one row; and the axis index."""
+    (no blocks) the whole tensor as one row; and the axis index. With a ``cache`` the moved
+    copy of a non-last axis is kept under ``("contiguous_along", axis)`` (as kernels.triton.qtype
+    keeps it): it does not depend on the format, so the next format along that axis reuses it."""
     axis = spec["axis"] % x.dim()
     if spec["shared_exp"] == "none":
         return x.reshape(1, -1).contiguous(), axis
-    return x.movedim(axis, -1).contiguous(), axis
+    if axis == x.dim() - 1 or cache is None:
+        return x.movedim(axis, -1).contiguous(), axis
+    key = ("contiguous_along", axis)
+    if key not in cache:
+        cache[key] = x.movedim(axis, -1).contiguous()
+    return cache[key], axis
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
@@ -517,14 +560,17 @@ def _row_stats(xm: torch.Tensor, axis: int, c: dict, cache: dict | None) -> tupl
     auto modes, its offset d, for the element kernel to read.
 
     The row amax does not depend on the format: it is kept in ``cache`` under
-    ``("absmax_rows", axis)`` (float32, one value per row of ``x.movedim(axis, -1)``)."""
-    key = ("absmax_rows", axis)
+    ``("absmax_axis", axis)``: float32, one value per row of ``x.movedim(axis, -1)``, the
+    layout kernels.triton.scaled's per-row absmax has under that key, so either reuses it."""
+    key = ("absmax_axis", axis)
+    rows = xm.numel() // xm.shape[-1]
     m = cache.get(key) if cache is not None else None
-    if m is None:
-        # max(max x, -min x) reads x without an |x| buffer; NaN propagates through both.
-        m = torch.maximum(xm.amax(dim=-1), xm.amin(dim=-1).neg()).to(torch.float32).reshape(-1)
+    if m is None or m.numel() != rows:
+        mn, mx = torch.aminmax(xm, dim=-1)  # one pass, no |x| buffer; both propagate NaN
+        m = torch.maximum(mn.abs(), mx.abs()).to(torch.float32).reshape(-1).contiguous()
         if cache is not None:
             cache[key] = m
+    m = m.to(device=xm.device, dtype=torch.float32).reshape(-1).contiguous()  # whoever stored it
     amax = m.view(torch.int32) & 0x7FFFFFFF  # -0 -> +0; any NaN sorts above +Inf
     if not c["AUTO"]:
         return amax, None
@@ -532,14 +578,19 @@ def _row_stats(xm: torch.Tensor, axis: int, c: dict, cache: dict | None) -> tupl
     err = torch.empty((n_blocks, 2), dtype=torch.float64, device=xm.device)
     keys = ("BLOCK", "BP2", "BPP", "IN_KIND", "IS_INT", "M", "EMIN", "EMAX", "MAX_NORM", "SCALE_EMAX", "LEVEL")
     _mx_auto_err_kernel[(programs,)](in_arg(xm), amax, err, n_blocks, nblk, L, **{k: c[k] for k in keys})
-    e = err.view(-1, nblk, 2).sum(dim=1)
-    return amax, torch.where(e[:, 1] < e[:, 0], c["LEVEL"], 0).to(torch.int32)
+    # The chunks (aligned, a power of two long) are subtrees of the row's pair tree: finish it
+    # over the chunk count zero-padded to a power of two, one add per node as in _pair_sum.
+    e = err.view(-1, nblk, 2)
+    e = torch.nn.functional.pad(e, (0, 0, 0, triton.next_power_of_2(nblk) - nblk))
+    while e.shape[1] > 1:
+        e = e[:, 0::2] + e[:, 1::2]
+    return amax, torch.where(e[:, 0, 1] < e[:, 0, 0], c["LEVEL"], 0).to(torch.int32)
 
 
 def _prepare(x: torch.Tensor, spec: FormatSpec, generator, cache):
     """(xm, axis, constants, kernel pointer args, grid) for one launch."""
     x = x.detach()
-    xm, axis = _rows_view(x, spec)
+    xm, axis = _rows_view(x, spec, cache)
     c = _constants(spec, x.dtype, xm.shape[-1])
     xa = in_arg(xm)
     u = amax = d = xa  # never read unless the constexprs ask for them

@@ -363,5 +363,9 @@ def nvfp_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     return reduce(cnt, sums_, input_stats)
 
 
-fake_quantize = nvfp_fake_quantize
+def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The module interface's ``fake_quantize`` (the family rounds deterministically: no generator)."""
+    return nvfp_fake_quantize(x, spec)
+
+
 sums = nvfp_sums

@@ -417,5 +417,9 @@ def qtype_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cach
     return reduce(cnt, sums, input_stats)
 
 
-fake_quantize = qtype_fake_quantize
+def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The module interface's ``fake_quantize`` (the family rounds deterministically: no generator)."""
+    return qtype_fake_quantize(x, spec)
+
+
 sums = qtype_sums

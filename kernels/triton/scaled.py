@@ -378,7 +378,7 @@ def scaled_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cac
     return reduce(cnt, sums, input_stats)
 
 
-def fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
     """The module interface's ``fake_quantize`` (no cache: one format, one call)."""
     return scaled_fake_quantize(x, spec)
 

@@ -3,7 +3,7 @@
 Triton decides at ``@triton.jit`` time whether a kernel compiles or is interpreted, and the MX
 kernels are decorated when ``kernels.triton.mx`` is first imported; this module sets
 ``TRITON_INTERPRET=1`` at import time, before that happens, so the kernels run on CPU tensors.
-The CUDA test runs in a subprocess without the variable, so it compiles for the GPU.
+On a GPU, test_triton_cuda.py checks the compiled kernels instead.
 """
 
 from __future__ import annotations
@@ -193,11 +193,11 @@ def test_backend_selection():
         assert backends.select("cpu", spec).name != "triton"
     # Unsupported options: a reason, so auto falls back and an explicit request fails loudly.
     for fmt in (
-        "mxfp8_e4m3:round=dither",
         "mxfp8_e4m3:emulate=seed",
-        "mxfp8_e4m3:minus_exp=auto",
-        "hif8",
-        "mxfp8_e4m3:block=0",
+        "hif8:emulate=seed",
+        "dhif8",  # a family without Triton kernels
+        "tmx4",
+        "mxfp8_e4m3:block=16384",
     ):
         s = kernels.parse(fmt)
         assert isinstance(backends.REGISTRY["triton"].check(torch.device("cuda"), s), str), fmt
@@ -244,44 +244,3 @@ def test_import_kernels_without_triton(blocked):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
-
-
-# --------------------------------------------------------------------------- GPU
-
-
-_CUDA_SCRIPT = """
-import math, torch, kernels
-from kernels.ranges import unit_bound
-from kernels.stats import error_sums_ref
-from kernels.triton.mx import mx_fake_quantize, mx_sums
-assert kernels.backends.select("cuda", kernels.parse("mxfp8_e4m3")).name == "triton"
-g = torch.Generator(device="cuda").manual_seed(0)
-for elem in ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8"):
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        # Each (element, dtype, options) compiles two kernels: the extra options on one pair only.
-        extra = ("block=16,axis=0", "scale=rceil,round=even", "flush_fp32_subnorms=true")
-        for opts in ("block=32",) + (extra if (elem, dtype) == ("mxfp8_e4m3", torch.bfloat16) else ()):
-            x = torch.randn(1531, 4099, device="cuda", generator=g)
-            x = x * torch.exp2(torch.randint(-30, 30, x.shape, device="cuda", generator=g).float())
-            x[0, :5] = torch.tensor([math.nan, math.inf, -math.inf, 1e-40, -0.0])
-            x = x.to(dtype)
-            spec = kernels.parse(f"{elem}:{opts}")
-            want = kernels.fake_quantize(x, spec, backend="reference")
-            got = kernels.fake_quantize(x, spec)
-            same = (got.double() == want.double()) | (got.isnan() & want.isnan())
-            assert bool(same.all()), (elem, dtype, opts, int((~same).sum()))
-            s, r = mx_sums(x, spec), error_sums_ref(x, want, unit_bound(x, spec))
-            for k, v in r.as_dict().items():
-                w = getattr(s, k)
-                assert w == v or math.isclose(w, v, rel_tol=1e-10, abs_tol=1e-9), (elem, dtype, opts, k, w, v)
-print("ok")
-"""
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_bit_exact_and_sums():
-    """Compiled for the GPU (a subprocess without TRITON_INTERPRET): large tensors, all elements and dtypes."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", _CUDA_SCRIPT], capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0 and "ok" in r.stdout, (r.stdout[-2000:], r.stderr[-4000:])
