@@ -107,15 +107,27 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 @triton.jit
-def _tile_index(pid, n_blocks, nblk, L, BLOCK: tl.constexpr, BP2: tl.constexpr, BPP: tl.constexpr):
-    """Global block ids (BPP,), their rows (BPP,), the in-bounds mask and offsets (BPP, BP2)."""
+def _tile_index(
+    pid, n_blocks, nblk, L, BLOCK: tl.constexpr, BP2: tl.constexpr, BPP: tl.constexpr, EVEN: tl.constexpr = False
+):
+    """Global block ids (BPP,), their rows (BPP,), the in-bounds mask and offsets (BPP, BP2).
+
+    EVEN (rows split into whole blocks, L % BLOCK == 0): block g is the flat run g·BLOCK ...,
+    so the tile is one contiguous run of memory, which the compiler loads and stores in wide
+    vectors; otherwise each block's columns are placed within its row."""
     g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)
     row = g // nblk
-    col = (g % nblk) * BLOCK
     k = tl.arange(0, BP2)
-    cols = col[:, None] + k[None, :]
-    valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
-    return g, row, valid, row[:, None] * L + cols
+    if EVEN:
+        local = tl.arange(0, BPP)[:, None] * BLOCK + k[None, :]
+        offs = pid.to(tl.int64) * (BPP * BLOCK) + local
+        valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :]
+    else:
+        col = (g % nblk) * BLOCK
+        cols = col[:, None] + k[None, :]
+        valid = (g < n_blocks)[:, None] & (k < BLOCK)[None, :] & (cols < L)
+        offs = row[:, None] * L + cols
+    return g, row, valid, offs
 
 
 @triton.jit
@@ -157,28 +169,30 @@ def _elements(
     """§2.4 on magnitudes ``a`` (float32) with the scale exponent ``s``: ``min(R(a·2^-s), max_norm)·2^s``.
 
     ``u`` holds the dither draws (read only for ROUND == 3)."""
-    y = a * pow2(-s)  # exact: a power of two, as the reference's xb * exp2i(-s)
+    y = a * pow2(-s)  # a power of two, as the reference's xb * exp2i(-s)
+    # t = y·2^(M-p) with p = max(floor(log2 y), emin) is y on the element's integer grid, and
+    # step = 2^(p-M) maps it back; both powers of two come from y's exponent field (p's bits
+    # clamped from below, no int conversion). t < 2^(M+1) for finite y (2^22 caps the rest,
+    # which saturates anyway), so the float additions below round it exactly.
     if IS_INT:
         t = y * (2.0**M)
+        step = 2.0**-M
     else:
-        p = tl.minimum(tl.maximum((y.to(tl.int32, bitcast=True) >> 23) - 127, EMIN), 127)
-        t = y * ((M - p + 127) << 23).to(tl.float32, bitcast=True)
-    t = tl.minimum(t, 16777216.0)  # t >= 2^24 only when it saturates anyway; keeps trunc in int32
-    ti = t.to(tl.int32)  # trunc = floor for t >= 0
-    f = ti.to(tl.float32)
-    rem = t - f  # exact
-    if ROUND == 0:  # nearest, ties away
-        r = f + (rem >= 0.5).to(tl.float32)
+        fb = tl.maximum(y.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23)
+        t = y * ((M << 23) + (0x7F000000 - fb)).to(tl.float32, bitcast=True)  # (0x7F000000 - fb): 2^-p
+        step = (fb - (M << 23)).to(tl.float32, bitcast=True)
+    t = tl.minimum(t, 4194304.0)
+    rne = (t + 8388608.0) - 8388608.0  # round to nearest even: exact for 0 <= t <= 2^22
+    if ROUND == 0:  # nearest, ties away: a tie RNE rounded down goes up
+        r = rne + tl.where(t - rne == 0.5, 1.0, 0.0)
     elif ROUND == 1:  # nearest, ties to even
-        r = f + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.float32)
+        r = rne
     elif ROUND == 3:  # dither: floor(|t|) + (u < frac|t|), the reference's comparison
-        r = f + (u < rem).to(tl.float32)
-    else:  # toward zero
-        r = f
-    if IS_INT:
-        qm = r * (2.0**-M)
-    else:
-        qm = r * ((p - M + 127) << 23).to(tl.float32, bitcast=True)
+        f = rne - tl.where(rne > t, 1.0, 0.0)
+        r = f + tl.where(u < t - f, 1.0, 0.0)
+    else:  # toward zero: floor of the magnitude
+        r = rne - tl.where(rne > t, 1.0, 0.0)
+    qm = r * step
     return tl.minimum(qm, MAX_NORM) * pow2(s)
 
 
@@ -284,12 +298,13 @@ def _mx_tile(
     AUTO: tl.constexpr,
     LEVEL: tl.constexpr,
     AUTO_FIX: tl.constexpr,
+    EVEN: tl.constexpr = False,
 ):
     """One tile: (x, q, valid, bound, offs), q and the bound in float32 before the output cast.
 
     Per-block quantities are (BPP, 1) columns (per element, (BPP, BP2), with PER_ELEM) that
     broadcast over the tile."""
-    g, row, valid, offs = _tile_index(pid, n_blocks, nblk, L, BLOCK, BP2, BPP)
+    g, row, valid, offs = _tile_index(pid, n_blocks, nblk, L, BLOCK, BP2, BPP, EVEN)
     x = load_f32(x_ptr, offs, valid, IN_KIND)
     xb = x.to(tl.int32, bitcast=True)
     ab = xb & 0x7FFFFFFF
@@ -373,11 +388,13 @@ def _mx_fq_kernel(
     AUTO: tl.constexpr,
     LEVEL: tl.constexpr,
     AUTO_FIX: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
     pid = tl.program_id(0)
     x, q, valid, bound, offs = _mx_tile(
         x_ptr, u_ptr, amax_ptr, d_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX,
         MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX,
+        EVEN,
     )  # fmt: skip
     store_out(out_ptr, offs, q, valid, IN_KIND)
 
@@ -413,13 +430,17 @@ def _mx_sums_kernel(
     AUTO: tl.constexpr,
     LEVEL: tl.constexpr,
     AUTO_FIX: tl.constexpr,
+    EVEN: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     x, q, valid, bound, offs = _mx_tile(
         x_ptr, u_ptr, amax_ptr, d_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX,
         MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX,
+        EVEN,
     )  # fmt: skip
-    stats_store(x, round_out(q, IN_KIND), valid, round_out(bound, IN_KIND), cnt_ptr, sum_ptr, pid)
+    bound = round_out(bound, IN_KIND)
+    stats_store(x, round_out(q, IN_KIND), valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS)
 
 
 @triton.jit
@@ -441,11 +462,12 @@ def _mx_auto_err_kernel(
     MAX_NORM: tl.constexpr,
     SCALE_EMAX: tl.constexpr,
     LEVEL: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
     """Rows longer than one tile (block=0, auto modes): each chunk's two candidate error sums,
     float64, at ``err_ptr[2·chunk + (0, 1)]``; the launcher adds them up per row."""
     pid = tl.program_id(0)
-    g, row, valid, offs = _tile_index(pid, n_blocks, nblk, L, BLOCK, BP2, BPP)
+    g, row, valid, offs = _tile_index(pid, n_blocks, nblk, L, BLOCK, BP2, BPP, EVEN)
     x = load_f32(x_ptr, offs, valid, IN_KIND)
     ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
     amax = tl.load(amax_ptr + row, mask=g < n_blocks, other=0)[:, None]
@@ -508,6 +530,7 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, L: int) -> dict:
         AUTO=auto,
         LEVEL=AUTO_MINUS_EXP[me] if auto else 0,
         AUTO_FIX=me == "auto-fix",
+        EVEN=L % block == 0,
     )
 
 
@@ -576,7 +599,7 @@ def _row_stats(xm: torch.Tensor, axis: int, c: dict, cache: dict | None) -> tupl
         return amax, None
     n_blocks, nblk, L, programs = _grid(xm, c)
     err = torch.empty((n_blocks, 2), dtype=torch.float64, device=xm.device)
-    keys = ("BLOCK", "BP2", "BPP", "IN_KIND", "IS_INT", "M", "EMIN", "EMAX", "MAX_NORM", "SCALE_EMAX", "LEVEL")
+    keys = ("BLOCK", "BP2", "BPP", "IN_KIND", "IS_INT", "M", "EMIN", "EMAX", "MAX_NORM", "SCALE_EMAX", "LEVEL", "EVEN")
     _mx_auto_err_kernel[(programs,)](in_arg(xm), amax, err, n_blocks, nblk, L, **{k: c[k] for k in keys})
     # The chunks (aligned, a power of two long) are subtrees of the row's pair tree: finish it
     # over the chunk count zero-padded to a power of two, one add per node as in _pair_sum.
@@ -638,7 +661,7 @@ def mx_sums(
         return error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
     xm, axis, c, ptrs, (n_blocks, nblk, L, programs) = _prepare(x, spec, generator, cache)
     cnt, sums = partials(programs, x.device)
-    _mx_sums_kernel[(programs,)](*ptrs, cnt, sums, n_blocks, nblk, L, **c)
+    _mx_sums_kernel[(programs,)](*ptrs, cnt, sums, n_blocks, nblk, L, INPUT_STATS=input_stats, **c)
     return reduce(cnt, sums, input_stats)
 
 

@@ -52,6 +52,10 @@ def _quiet_interpreter():
 def test_random_matches_reference(elem, dtype, block, axis):
     x = heavy((37, 45), seed=len(elem) + block + axis).to(dtype)  # ragged along both axes
     check(x, f"{elem}:block={block},axis={axis}")
+    # Rows of whole blocks: the contiguous-tile path (EVEN), with a partial last tile.
+    y = heavy((96, 37), seed=block).to(dtype) if axis == 0 else heavy((37, 96), seed=block).to(dtype)
+    check(y, f"{elem}:block={block},axis={axis}")
+    check_sums(y, f"{elem}:block={block},axis={axis}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
