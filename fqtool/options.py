@@ -65,7 +65,9 @@ MaxMse = Annotated[
 Backend = Annotated[
     str,
     typer.Option(
-        "--backend", metavar="NAME", help="Kernel backend: auto, reference, cpu-fast, triton, compile (see `fqtool env`)."
+        "--backend",
+        metavar="NAME",
+        help="Kernel backend: auto, reference, cpu-fast, triton, compile (see `fqtool env`).",
     ),
 ]
 
