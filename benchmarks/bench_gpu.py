@@ -20,9 +20,11 @@ One run measures, on float32 and bfloat16 tensors of 8192x8192 and 1024x1024 (st
   (``backend="compile"``): fake quantization and the reference statistics
   (``quantize_with_sums``), for comparison.
 
-Device times are medians over ``--reps`` runs, each after an L2 flush (a 256 MB write):
-``fake_quantize`` and the copy through CUDA events around the call, the fused statistics
-through the profiler's records of what ran on the device (without the host's gaps between).
+Device times are medians over ``--reps`` runs, each after an L2 flush (a 256 MB write): the
+copy through CUDA events around it; ``fake_quantize`` and the fused statistics through the
+profiler's records of what each call ran on the device (every kernel and copy, without the
+host's gaps between them: on 1024x1024 the host's per-call overhead, the *call* column, is far
+longer than the kernels).
 
 The end-to-end part (``--e2e-gb``, default 16) writes a bf16 safetensors checkpoint of that size
 (Llama-like shapes), reads it once so it is in the page cache, and then times in one run:
@@ -182,12 +184,13 @@ def bench_tensor(x: torch.Tensor, formats: list[str], args, flush: Flusher, refu
             return format_sums(x, spec, backend="triton", cache=cache, input_stats=False)
 
         assert nth().n == first_of_many.n
-        fq_bw = (nbytes + out_bytes) / event_time(fq, args.reps, flush) / 1e9
+        fq_bw = (nbytes + out_bytes) / kernel_time(fq, args.reps, flush) / 1e9
         s1_bw = nbytes / kernel_time(first, args.reps, flush) / 1e9
         sn_bw = nbytes / kernel_time(nth, args.reps, flush) / 1e9
         t_call = wall_time(nth, args.reps, flush)
         comp = "– | –"
-        if fmt in args.compile_formats and backends.REGISTRY["compile"].check(dev, spec) is None:
+        compile_here = fmt in args.compile_formats and x.shape[0] in args.compile_sizes
+        if compile_here and backends.REGISTRY["compile"].check(dev, spec) is None:
             try:
                 t_cf = event_time(lambda spec=spec: kernels.fake_quantize(x, spec, backend="compile"), args.reps, flush)
                 t_cs = wall_time(lambda spec=spec: quantize_with_sums(x, spec, backend="compile"), args.reps, flush)
@@ -213,6 +216,7 @@ def main() -> int:
         default="mxfp8_e4m3,nvfp4,nf4,hif8",
         help="formats timed through the reference under torch.compile (compiling takes seconds each)",
     )
+    ap.add_argument("--compile-sizes", default="8192", help="tensor sizes the torch.compile reference is timed on")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end checkpoint run")
     ap.add_argument("--e2e-gb", type=float, default=16.0)
     ap.add_argument("--e2e-dir", default=None, help="where to write the checkpoint (default: a temp dir)")
@@ -227,6 +231,7 @@ def main() -> int:
     flush = Flusher()
     formats = [f for f in args.formats.split(",") if f]
     args.compile_formats = set(args.compile_formats.split(",")) - {""}
+    args.compile_sizes = {int(v) for v in args.compile_sizes.split(",") if v}
     props = torch.cuda.get_device_properties(dev)
     lines = [
         "# fqtool Triton kernels on the GPU",

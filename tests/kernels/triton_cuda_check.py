@@ -1,7 +1,8 @@
 """The Triton kernels compiled for a GPU against the reference on the same GPU, at full size.
 
 Run by ``test_triton_cuda.py`` in a subprocess (Triton must not be in interpreter mode), or
-directly: ``python3 tests/kernels/triton_cuda_check.py [--quick] [--families=mx,nf4] [--formats="a;b"]``.
+directly: ``python3 tests/kernels/triton_cuda_check.py [--quick] [--families=mx,nf4]
+[--formats="a;b"] [--golden-only]``.
 For every format in :data:`FORMATS` that the triton backend accepts, on tensors of a ragged shape
 (float32, bfloat16 and float16, or bfloat16 only for option variants) and of a shape made of
 whole blocks (bfloat16), with values over ~60 binades, ties, zeros, NaN, ±Inf and subnormals:
@@ -140,6 +141,8 @@ def main() -> int:
     quick = "--quick" in sys.argv
     only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--families=")), None)
     pick = next((a.split("=", 1)[1].split(";") for a in sys.argv if a.startswith("--formats=")), None)
+    if "--golden-only" in sys.argv:
+        pick = []
     assert "TRITON_INTERPRET" not in os.environ or os.environ["TRITON_INTERPRET"] != "1"
     tb = backends.REGISTRY["triton"]
     dev = torch.device("cuda")
@@ -153,7 +156,7 @@ def main() -> int:
     checked, refused, failures, t0 = 0, [], [], time.perf_counter()
     for fmt, all_dtypes in FORMATS:
         spec = kernels.parse(fmt)
-        if (only and spec.family not in only) or (pick and fmt not in pick):
+        if (only and spec.family not in only) or (pick is not None and fmt not in pick):
             continue
         why = tb.check(dev, spec)
         if why:
@@ -172,7 +175,7 @@ def main() -> int:
             checked += 1
         failures += bad
         print(f"{'FAIL' if bad else 'ok'}  {fmt}" + "".join(f"\n      {b}" for b in bad), flush=True)
-    if not pick:
+    if not pick:  # all formats, or --golden-only
         n_golden = golden(lambda spec: triton_ok(spec) and (not only or spec.family in only), failures)
     else:
         n_golden = 0
