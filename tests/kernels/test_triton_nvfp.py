@@ -273,7 +273,7 @@ def test_sums_cache_is_reused(monkeypatch):
     want = error_sums_ref(x, kernels.fake_quantize(x, spec, backend="reference"), unit_bound(x, spec))
     assert_sums_equal(second, want, "cached nvfp4", float(x.abs().max()))
     # The fake quantization takes the same cache; nvf4 needs no tensor amax and leaves it alone.
-    got = tnv.fake_quantize(x, spec, cache=cache)
+    got = tnv.nvfp_fake_quantize(x, spec, cache=cache)
     assert torch.equal(got, kernels.fake_quantize(x, spec, backend="reference"))
     check_sums(x, "nvf4", cache=cache)
     assert set(cache) == {tcommon.AMAX_KEY}
