@@ -20,11 +20,10 @@ One run measures, on float32 and bfloat16 tensors of 8192x8192 and 1024x1024 (st
   (``backend="compile"``): fake quantization and the reference statistics
   (``quantize_with_sums``), for comparison.
 
-Device times are medians over ``--reps`` runs, each after an L2 flush (a 256 MB write): the
-copy through CUDA events around it; ``fake_quantize`` and the fused statistics through the
-profiler's records of what each call ran on the device (every kernel and copy, without the
-host's gaps between them: on 1024x1024 the host's per-call overhead, the *call* column, is far
-longer than the kernels).
+Device times are medians over ``--reps`` runs, each after an L2 flush (a 256 MB write), from
+the profiler's records of what each call ran on the device (every kernel and copy, without the
+host's gaps between them), for the copy, the kernels and the torch.compile reference alike. On
+1024x1024 the host's per-call overhead (the *call* column) is far longer than the kernels.
 
 The end-to-end part (``--e2e-gb``, default 16) writes a bf16 safetensors checkpoint of that size
 (Llama-like shapes), reads it once so it is in the page cache, and then times in one run:
@@ -94,22 +93,6 @@ class Flusher:
         self.kernel[(n // 4096,)](self.buf, n, BLOCK=4096)
 
 
-def event_time(fn, reps: int, flush: Flusher) -> float:
-    """Median device seconds of ``fn`` (CUDA events around it), one L2 flush before each run."""
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        flush()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(times)
-
-
 def wall_time(fn, reps: int, flush: Flusher) -> float:
     """Median wall seconds of a call of ``fn`` that ends in a host synchronization."""
     fn()
@@ -152,7 +135,7 @@ def bench_tensor(x: torch.Tensor, formats: list[str], args, flush: Flusher, refu
     tb, dev = backends.REGISTRY["triton"], x.device
     nbytes = x.numel() * x.element_size()
     y = torch.empty_like(x)
-    t_copy = event_time(lambda: y.copy_(x), args.reps, flush)
+    t_copy = kernel_time(lambda: y.copy_(x), args.reps, flush)
     copy_bw = 2 * nbytes / t_copy / 1e9
     size = "x".join(map(str, x.shape))
     lines = [
@@ -192,8 +175,15 @@ def bench_tensor(x: torch.Tensor, formats: list[str], args, flush: Flusher, refu
         compile_here = fmt in args.compile_formats and x.shape[0] in args.compile_sizes
         if compile_here and backends.REGISTRY["compile"].check(dev, spec) is None:
             try:
-                t_cf = event_time(lambda spec=spec: kernels.fake_quantize(x, spec, backend="compile"), args.reps, flush)
-                t_cs = wall_time(lambda spec=spec: quantize_with_sums(x, spec, backend="compile"), args.reps, flush)
+
+                def cfq(spec=spec):
+                    return kernels.fake_quantize(x, spec, backend="compile")
+
+                def cstats(spec=spec):
+                    return quantize_with_sums(x, spec, backend="compile")
+
+                t_cf = kernel_time(cfq, args.reps, flush)
+                t_cs = kernel_time(cstats, args.reps, flush)
                 comp = f"{(nbytes + out_bytes) / t_cf / 1e9:.0f} | {nbytes / t_cs / 1e9:.0f}"
             except Exception as e:  # noqa: BLE001 - a compile failure is a result too
                 comp = f"fails: {type(e).__name__} | –"
