@@ -1,0 +1,129 @@
+"""Instruction census of the Triton kernels, compiled ahead of time for a GPU on any machine.
+
+No GPU needed: the family modules' launchers run on small CPU tensors with every kernel launch
+captured instead of run, and each captured kernel is compiled with ``triton.compile`` for an
+sm_90 (H100/H200) target. Prints, per kernel, the lines of PTX one thread executes (the tile's
+code is unrolled, so this is a faithful proxy for the instructions per element between two
+versions of a kernel) and whether it compiled. A cheap way to see what a kernel change does to
+the instruction count before spending GPU time, and to check that the kernels compile with the
+Triton version the GPU machine has:
+
+    python3 benchmarks/kernel_census.py
+    PYTHONPATH=/path/to/triton-3.6 python3 benchmarks/kernel_census.py "mxfp8_e4m3;nvfp4"
+
+Launches are captured by replacing ``JITFunction.__getitem__``; the launchers' own host code
+runs for real (on garbage partials), which is harmless on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, not the interpreter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+FORMATS = "mxfp8_e4m3;mxfp4;nvfp4;nvf4;nf4;fp8_e4m3;int8sym;bf16;hif8;hifx4_v12"
+_TYPES = {
+    torch.float32: "fp32",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.float64: "fp64",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.int16: "i16",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+}
+
+
+def capture(formats: list[str], dtype: torch.dtype, shape: tuple[int, int]) -> list[tuple]:
+    """(kernel, args, kwargs) of every launch that fake_quantize and the fused sums make."""
+    launches = []
+
+    class Recorder:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __call__(self, *args, **kwargs):
+            launches.append((self.fn, args, kwargs))
+
+    JITFunction.__getitem__ = lambda self, grid: Recorder(self)
+    import kernels
+    import kernels.triton as kt
+
+    for fmt in formats:
+        spec = kernels.parse(fmt)
+        x = torch.randn(shape).to(dtype)
+        for stats in (None, True, False):
+            try:
+                if stats is None:
+                    kt.fake_quantize_triton(x, spec, torch.Generator().manual_seed(0))
+                else:
+                    kt.sums(x, spec, input_stats=stats, cache={})
+            except Exception:  # noqa: BLE001 - the host code past a launch reads garbage; the launch is captured
+                pass
+    return launches
+
+
+def signature(fn, args, kwargs) -> tuple[dict, dict, dict]:
+    params = inspect.signature(fn.fn).parameters
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in ("num_warps", "num_stages", "enable_fp_fusion")}
+    bound = dict(zip(params, args, strict=False))  # the defaults of trailing parameters stay unbound
+    bound.update(kwargs)
+    sig, consts = {}, {}
+    for name, value in bound.items():
+        if "constexpr" in str(params[name].annotation) or name in kwargs:
+            sig[name], consts[name] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            sig[name] = "*" + _TYPES[value.dtype]
+        elif isinstance(value, bool):
+            sig[name] = "i1"
+        elif isinstance(value, int):
+            sig[name] = "i64" if abs(value) >= 2**31 - 1 else "i32"
+        elif isinstance(value, float):
+            sig[name] = "fp32"
+        else:
+            sig[name], consts[name] = "constexpr", value
+    return sig, consts, options
+
+
+def main() -> int:
+    formats = (sys.argv[1] if len(sys.argv) > 1 else FORMATS).split(";")
+    target = GPUTarget("cuda", 90, 32)
+    lines: dict[str, list[int]] = collections.defaultdict(list)
+    seen, failed = set(), 0
+    for fn, args, kwargs in capture(formats, torch.bfloat16, (64, 8192)):
+        sig, consts, options = signature(fn, args, dict(kwargs))
+        key = (fn.fn.__name__, tuple(sorted(sig.items())), tuple(sorted((k, repr(v)) for k, v in consts.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        t = time.perf_counter()
+        try:
+            k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=target, options=options)
+        except Exception as e:  # noqa: BLE001 - a kernel that does not compile is the finding
+            failed += 1
+            print(f"FAIL {fn.fn.__name__}: {str(e)[:400]}", flush=True)
+            continue
+        n = len(k.asm["ptx"].splitlines())
+        lines[fn.fn.__name__].append(n)
+        print(f"  {fn.fn.__name__}: {n} PTX lines ({time.perf_counter() - t:.1f} s)", flush=True)
+    print(f"triton {triton.__version__}, sm_90, bf16 64x8192: {len(seen) - failed} kernels compiled, {failed} failed")
+    for name, ns in sorted(lines.items()):
+        print(f"  {name:24s} {len(ns)} variant(s), PTX lines per thread {min(ns)}..{max(ns)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
