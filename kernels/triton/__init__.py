@@ -62,15 +62,10 @@ def check(device: torch.device, spec: FormatSpec) -> str | None:
         return "triton runs on CUDA devices (CPU tensors only in Triton's interpreter, TRITON_INTERPRET=1)"
     if device.type not in ("cuda", "cpu"):
         return f"triton runs on CUDA devices, not {device.type}"
-    module = MODULES.get(spec.family)
-    if module is None:
+    if spec.family not in MODULES:
         return f"the triton backend has no kernels for the {spec.family} family"
     try:
         impl = _module(spec.family)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith(__name__):
-            return f"the triton kernels for the {spec.family} family are not built yet"
-        return f"triton is installed but does not import: {type(e).__name__}: {e}"
     except Exception as e:  # an installed but broken triton (driver, ABI, version mismatch)
         return f"triton is installed but does not import: {type(e).__name__}: {e}"
     return impl.unsupported_reason(spec)
