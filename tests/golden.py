@@ -6,8 +6,11 @@ The golden files are not copied into the repository: tests read them from
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,53 @@ def contract() -> list[dict]:
 
 def case_files(family: str, stem: str) -> list[Path]:
     return sorted((GOLDEN / family / stem).glob("*.safetensors"))
+
+
+#: The input dtypes the contract names, as its "dtypes" lists spell them.
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def applies(entry: dict, case: str, dtype: torch.dtype) -> bool:
+    """Whether a contract entry covers this case file (its stem) with this input dtype."""
+    if entry.get("dtypes", "all") != "all" and DTYPE_NAMES.get(dtype) not in entry["dtypes"]:
+        return False
+    if "cases" in entry and not any(fnmatch.fnmatch(case, p) for p in entry["cases"]):
+        return False
+    if "skip_cases" in entry and any(fnmatch.fnmatch(case, p) for p in entry["skip_cases"]):
+        return False
+    return True
+
+
+@dataclass
+class FormatCase:
+    """One golden check of ``fake_quantize(x, spec)`` against ``want``; ``what`` names it."""
+
+    what: str
+    entry: dict
+    path: Path
+    x: torch.Tensor
+    spec: object  # kernels.FormatSpec
+    want: torch.Tensor
+
+
+def format_cases(accept: Callable[[object], bool]) -> Iterator[FormatCase]:
+    """The contract's format entries whose output is the input's dtype (no ``input_cast``), on
+    float32/bfloat16/float16 inputs, for every case file they cover and every spec that
+    ``accept`` takes (a backend's own coverage, say)."""
+    import kernels
+
+    for entry in contract():
+        if "format" not in entry or "input_cast" in entry or entry.get("output_dtype") not in (None, "input"):
+            continue
+        for path in case_files(entry["family"], entry["stem"]):
+            tensors, meta = load(path)
+            x = tensors[entry.get("input", "input")]
+            if x.dtype not in DTYPE_NAMES or not applies(entry, path.stem, x.dtype):
+                continue
+            spec = kernels.parse(entry["format"].format(**meta))
+            if accept(spec):
+                what = f"{entry['stem']}/{path.stem}|{entry['format']}|{entry['against']}"
+                yield FormatCase(what, entry, path, x, spec, tensors[entry["against"]])
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

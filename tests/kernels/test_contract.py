@@ -9,30 +9,18 @@ the list is out of date and the run fails.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 
 import pytest
 import torch
-from golden import GOLDEN, assert_bits_equal, case_files, contract, load, needs_golden
+from golden import GOLDEN, applies, assert_bits_equal, case_files, contract, load, needs_golden
 
 import kernels
 
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 # (stem, format, against) -> why fqtool's result differs on purpose.
 KNOWN_DIFFERENT: dict[tuple[str, str, str], str] = {}
-
-
-def _applies(entry: dict, case: str, dtype: torch.dtype) -> bool:
-    if entry.get("dtypes", "all") != "all" and DTYPE_NAMES.get(dtype) not in entry["dtypes"]:
-        return False
-    if "cases" in entry and not any(fnmatch.fnmatch(case, p) for p in entry["cases"]):
-        return False
-    if "skip_cases" in entry and any(fnmatch.fnmatch(case, p) for p in entry["skip_cases"]):
-        return False
-    return True
 
 
 def _params():
@@ -57,7 +45,7 @@ def test_contract(index, path, backend):
     tensors, meta = load(path)
     case = path.stem
     first_input = tensors[entry.get("inputs", [entry.get("input", "input")])[0]]
-    if not _applies(entry, case, first_input.dtype):
+    if not applies(entry, case, first_input.dtype):
         pytest.skip("entry does not apply to this case/dtype")
     if "op" in entry:
         if backend != "auto":

@@ -21,8 +21,8 @@ import textwrap  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
-from golden import case_files, contract, load, needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, check, check_sums, heavy  # noqa: E402
+from golden import needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, check, check_golden, check_sums, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -111,47 +111,11 @@ def test_every_scale_and_rounding_on_exhaustive_binades():
             check(x, f"{elem}:block=4,{opts}")
 
 
-def _golden_params():
-    out = []
-    for entry in contract():
-        if entry["family"] != "mx" or "format" not in entry or "input_cast" in entry:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            out.append(
-                pytest.param(entry, path, id=f"{entry['stem']}/{path.stem}|{entry['format']}|{entry['against']}")
-            )
-    return out
-
-
 @needs_golden
 def test_golden_contract_mx_entries():
     """The contract's MX entries whose options the kernels cover (one test: the interpreter is slow)."""
-    import fnmatch
-
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    ran = 0
-    for p in _golden_params():
-        entry, path = p.values
-        tensors, meta = load(path)
-        x = tensors[entry.get("input", "input")]
-        spec = kernels.parse(entry["format"].format(**meta))
-        if tmx.unsupported_reason(spec) or x.dtype not in names:
-            continue
-        if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
-            continue
-        if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
-            continue
-        if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
-            continue
-        if entry.get("output_dtype") not in (None, "input"):
-            continue
-        want = tensors[entry["against"]]
-        got = kernels.fake_quantize(x, spec, backend="triton")
-        got64, want64 = got.double(), want.double()
-        same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
-        assert bool(same.all()), f"{p.id}: {int((~same).sum())} differ"
-        ran += 1
-    assert ran > 50, ran
+    ran = check_golden(lambda spec: spec.family == "mx" and tmx.unsupported_reason(spec) is None)
+    assert len(ran) > 50, len(ran)
 
 
 # --------------------------------------------------------------------------- fused sums

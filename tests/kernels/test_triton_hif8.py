@@ -12,14 +12,13 @@ import triton_support  # first: it sets TRITON_INTERPRET=1 before triton loads
 
 # isort: split
 
-import fnmatch  # noqa: E402
 import math  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
-from golden import case_files, contract, load, needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, assert_sums_equal, check, check_sums, heavy  # noqa: E402
+from golden import needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, assert_sums_equal, check, check_golden, check_sums, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -168,45 +167,11 @@ def test_empty_and_scalar_inputs():
             check_sums(x, fmt)
 
 
-def _golden_params():
-    out = []
-    for entry in contract():
-        fmt = entry.get("format", "")
-        if entry["family"] != "hif" or not fmt.startswith("hif8") or "input_cast" in entry:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            out.append((entry, path))
-    return out
-
-
 @needs_golden
 def test_golden_contract_hif8_entries():
     """The contract's hif8 entries whose options the kernels cover (one test: the interpreter is slow)."""
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    ran = set()
-    for entry, path in _golden_params():
-        tensors, meta = load(path)
-        x = tensors[entry.get("input", "input")]
-        spec = kernels.parse(entry["format"].format(**meta))
-        if thif8.unsupported_reason(spec) or x.dtype not in names:
-            continue
-        if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
-            continue
-        if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
-            continue
-        if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
-            continue
-        if entry.get("output_dtype") not in (None, "input"):
-            continue
-        want = tensors[entry["against"]]
-        got = kernels.fake_quantize(x, spec, backend="triton")
-        what = f"{entry['stem']}/{path.stem}|{entry['format']}|{entry['against']}"
-        assert got.dtype == want.dtype, f"{what}: {got.dtype} != {want.dtype}"
-        got64, want64 = got.double(), want.double()
-        same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
-        assert bool(same.all()), f"{what}: {int((~same).sum())} differ"
-        ran.add((entry["stem"], path.stem, entry["format"], entry["against"]))
-    stems = {r[0] for r in ran}
+    ran = check_golden(lambda spec: spec.family == "hif8" and thif8.unsupported_reason(spec) is None)
+    stems = {case.entry["stem"] for case in ran}
     assert {"hif8", "hif8_core", "hif8_paper", "hif8_qfuncs", "hif8_tof8", "hifp_matmul"} <= stems, stems
     assert len(ran) > 25, len(ran)
 

@@ -11,14 +11,13 @@ import triton_support  # first: it sets TRITON_INTERPRET=1 before triton loads
 
 # isort: split
 
-import fnmatch  # noqa: E402
 import math  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
-from golden import case_files, contract, load, needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, check, check_sums, heavy  # noqa: E402
+from golden import needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, check, check_golden, check_sums, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -132,41 +131,11 @@ def test_every_exponent_level_boundary():
     check_sums(x[::5], "hifx3_v12")
 
 
-def _golden_params():
-    out = []
-    for entry in contract():
-        if entry["family"] != "hif" or not entry["stem"].startswith("hifx"):
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            out.append((entry, path))
-    return out
-
-
 @needs_golden
 def test_golden_contract_hifx_entries():
     """The contract's HiFX entries whose options the kernels cover (one test: the interpreter is slow)."""
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    ran, stems = 0, set()
-    for entry, path in _golden_params():
-        tensors, meta = load(path)
-        x = tensors[entry.get("input", "input")]
-        spec = kernels.parse(entry["format"].format(**meta))
-        if thifx.unsupported_reason(spec) or x.dtype not in names:
-            continue
-        if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
-            continue
-        if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
-            continue
-        if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
-            continue
-        want = tensors[entry["against"]]
-        got = kernels.fake_quantize(x, spec, backend="triton")
-        assert got.dtype == want.dtype, f"{path.stem} {entry['format']}"
-        got64, want64 = got.double(), want.double()
-        same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
-        assert bool(same.all()), f"{path.stem} {entry['format']} {entry['against']}: {int((~same).sum())} differ"
-        ran += 1
-        stems.add(entry["stem"])
+    cases = check_golden(lambda spec: spec.family == "hifx" and thifx.unsupported_reason(spec) is None)
+    ran, stems = len(cases), {case.entry["stem"] for case in cases}
     assert ran >= 39 and len(stems) == 5, (ran, stems)
 
 

@@ -11,14 +11,13 @@ import triton_support  # first: it sets TRITON_INTERPRET=1 before triton loads
 
 # isort: split
 
-import fnmatch  # noqa: E402
 import math  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
-from golden import case_files, contract, load, needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, assert_sums_equal, check, check_sums, heavy  # noqa: E402
+from golden import needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, assert_sums_equal, check, check_golden, check_sums, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -198,31 +197,7 @@ def test_nvfp4_exhaustive_block_scales():
 @needs_golden
 def test_golden_contract_nvfp_entries():
     """The contract's nvf4/nvfp4 entries whose options the kernels cover."""
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    ran = 0
-    for entry in contract():
-        if "format" not in entry or "input_cast" in entry:
-            continue
-        spec = None
-        for path in case_files(entry["family"], entry["stem"]):
-            tensors, meta = load(path)
-            spec = spec or kernels.parse(entry["format"].format(**meta))
-            if spec.family not in tnv.FAMILIES or tnv.unsupported_reason(spec):
-                break
-            x = tensors[entry.get("input", "input")]
-            if x.dtype not in names or entry.get("output_dtype") not in (None, "input"):
-                continue
-            if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
-                continue
-            if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
-                continue
-            if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
-                continue
-            got64 = kernels.fake_quantize(x, spec, backend="triton").double()
-            want64 = tensors[entry["against"]].double()
-            same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
-            assert bool(same.all()), f"{path.stem}|{entry['format']}|{entry['against']}: {int((~same).sum())} differ"
-            ran += 1
+    ran = len(check_golden(lambda spec: spec.family in tnv.FAMILIES and tnv.unsupported_reason(spec) is None))
     assert ran >= 10, ran  # 11 with the golden set of 2025-11-30
 
 

@@ -14,8 +14,8 @@ import math  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
-from golden import case_files, contract, load, needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, assert_same, check, check_sums, heavy  # noqa: E402
+from golden import needs_golden  # noqa: E402
+from triton_support import DTYPES, SKIP, assert_same, check, check_golden, check_sums, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -159,44 +159,11 @@ def test_signs_zeros_nan_inf():
         check_sums(x, fmt)
 
 
-def _golden_params():
-    out = []
-    for entry in contract():
-        if "format" not in entry or "input_cast" in entry:
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            out.append((entry, path))
-    return out
-
-
 @needs_golden
 def test_golden_contract_qtype_entries():
     """The contract's entries whose format is a QType the kernels cover (emulate=exact: the
     ``expected_exact`` vectors), bitwise on values with NaN == NaN."""
-    import fnmatch
-
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    ran = 0
-    for entry, path in _golden_params():
-        tensors, meta = load(path)
-        x = tensors[entry.get("input", "input")]
-        spec = kernels.parse(entry["format"].format(**meta))
-        if spec.family != "qtype" or tq.unsupported_reason(spec) or x.dtype not in names:
-            continue
-        if entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]:
-            continue
-        if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
-            continue
-        if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
-            continue
-        if entry.get("output_dtype") not in (None, "input"):
-            continue
-        want = tensors[entry["against"]]
-        got = kernels.fake_quantize(x, spec, backend="triton")
-        got64, want64 = got.double(), want.double()
-        same = (got64 == want64) | (torch.isnan(got64) & torch.isnan(want64))
-        assert bool(same.all()), f"{path.parent.name}/{path.stem} {entry['format']}: {int((~same).sum())} differ"
-        ran += 1
+    ran = len(check_golden(lambda spec: spec.family == "qtype" and tq.unsupported_reason(spec) is None))
     assert ran >= 30, ran
 
 

@@ -18,7 +18,6 @@ the GPU. Prints one line per format and a summary; every mismatch is listed, the
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 import sys
@@ -108,32 +107,16 @@ def check_format(fmt: str, x: torch.Tensor) -> None:
 
 
 def golden(triton_ok, failures: list[str]) -> int:
-    from golden import GOLDEN, case_files, contract, load
+    from golden import format_cases
 
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
     ran = 0
-    for entry in contract():
-        if "format" not in entry or "input_cast" in entry or entry.get("output_dtype") not in (None, "input"):
-            continue
-        for path in case_files(entry["family"], entry["stem"]):
-            if "cases" in entry and not any(fnmatch.fnmatch(path.stem, c) for c in entry["cases"]):
-                continue
-            if any(fnmatch.fnmatch(path.stem, c) for c in entry.get("skip_cases", ())):
-                continue
-            tensors, meta = load(path)
-            x = tensors[entry.get("input", "input")]
-            if x.dtype not in names or (entry.get("dtypes", "all") != "all" and names[x.dtype] not in entry["dtypes"]):
-                continue
-            spec = kernels.parse(entry["format"].format(**meta))
-            if not triton_ok(spec):
-                continue
-            got = kernels.fake_quantize(x.cuda(), spec, backend="triton").cpu()
-            want = tensors[entry["against"]]
-            a = torch.where(torch.isnan(got.double()), 0.123456789, got.double()) + 0.0
-            e = torch.where(torch.isnan(want.double()), 0.123456789, want.double()) + 0.0
-            if not (got.shape == want.shape and torch.equal(a, e)):
-                failures.append(f"golden {path.relative_to(GOLDEN)} {entry['format']}: {int((a != e).sum())} differ")
-            ran += 1
+    for case in format_cases(triton_ok):
+        got = kernels.fake_quantize(case.x.cuda(), case.spec, backend="triton").cpu()
+        a = torch.where(torch.isnan(got.double()), 0.123456789, got.double()) + 0.0
+        e = torch.where(torch.isnan(case.want.double()), 0.123456789, case.want.double()) + 0.0
+        if not (got.shape == case.want.shape and torch.equal(a, e)):
+            failures.append(f"golden {case.what}: {int((a != e).sum())} differ")
+        ran += 1
     return ran
 
 

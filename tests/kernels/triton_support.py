@@ -113,6 +113,24 @@ def assert_sums_equal(got: ErrorSums, want: ErrorSums, what: str, scale: float) 
     assert math.isclose(got.mean_x, want.mean_x, rel_tol=1e-12, abs_tol=1e-12 * scale), f"{what}: mean_x"
 
 
+def check_golden(accept) -> list:
+    """Run every golden format case whose spec ``accept`` takes through the triton backend and
+    compare with the reference vector (values bit for bit after widening, NaN == NaN; the dtype
+    too where the output is the input's). Returns the cases run, for the caller's count."""
+    from golden import format_cases
+
+    ran = []
+    for case in format_cases(accept):
+        got = kernels.fake_quantize(case.x, case.spec, backend="triton")
+        if "output_dtype" not in case.entry:
+            assert got.dtype == case.want.dtype, f"{case.what}: {got.dtype} != {case.want.dtype}"
+        g, w = got.double(), case.want.double()
+        same = (g == w) | (torch.isnan(g) & torch.isnan(w))
+        assert got.shape == case.want.shape and bool(same.all()), f"{case.what}: {int((~same).sum())} differ"
+        ran.append(case)
+    return ran
+
+
 def check_sums(x: torch.Tensor, fmt: str, cache: dict | None = None) -> None:
     """The fused kernel's ErrorSums equal error_sums_ref of the reference output (with
     unit_bound's clip bound); ``input_stats=False`` leaves the input's moments empty."""
