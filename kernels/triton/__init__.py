@@ -1,4 +1,5 @@
-"""The Triton backend: MX fake quantization and fused error sums on CUDA GPUs.
+"""The Triton backend: fake quantization and fused error sums on CUDA GPUs, for the MX, QType,
+nvf4/nvfp4, nf4, per-tensor FP8, int8sym, cast, hif8 and HiFloat X families.
 
 The backend ``triton`` registers when a ``triton`` package is installed; ``triton`` itself is
 imported on first use (by :func:`check` or a run), not by ``import kernels``: that keeps the

@@ -1,14 +1,14 @@
-"""What every Triton kernel family shares: float bit helpers, typed loads and stores, and the
-fused statistics epilogue with its host-side merge.
+"""What every Triton kernel family shares: float bit helpers, typed loads and stores, the
+tensor absmax, and the fused statistics epilogue with the merge of its partials.
 
 A family's fused kernel computes, per program, a 2-D tile ``x`` (the input as float32), ``q``
 (its fake quantization as float32, already rounded as the output dtype rounds it), ``valid``
 (the tile's in-bounds mask) and the clip bound of each element (anything that broadcasts
 against the tile; +Inf for "never clips", NaN counts nothing), then calls
 :func:`stats_store`. The launcher allocates the partials with :func:`partials` and merges
-them with :func:`reduce` into a :class:`kernels.stats.ErrorSums`
-equal to ``error_sums_ref(x, q, unit_bound(x, spec))``: the counts exactly, the sums to float64
-rounding (they are float64 per program, and only their order differs).
+them on the device with :func:`reduce` into a :class:`kernels.stats.ErrorSums` equal to
+``error_sums_ref(x, q, unit_bound(x, spec))``: the counts exactly, the sums to float64 rounding
+(they are float64 per program, and only their order differs).
 """
 
 from __future__ import annotations
