@@ -37,6 +37,7 @@ __all__ = [
     "out_kind",
     "AMAX_KEY",
     "tensor_absmax",
+    "along_last",
 ]
 
 #: Input/output dtype -> the kind code the kernels take as a constexpr.
@@ -217,6 +218,20 @@ def _absmax_kernel(x_ptr, part_ptr, n, IN_KIND: tl.constexpr, ROWS: tl.constexpr
 
 
 # --------------------------------------------------------------------------- host side
+
+
+def along_last(x: torch.Tensor, axis: int, cache: dict | None = None) -> torch.Tensor:
+    """x with dimension ``axis`` (non-negative) moved last, contiguous: the layout the blocked
+    kernels read. With a ``cache`` (the caller's, for one tensor) the moved copy of a non-last
+    axis is kept under ``("contiguous_along", axis)``: it does not depend on the format, so the
+    next format along that axis reads it instead of transposing x again."""
+    if axis == x.dim() - 1 or cache is None:
+        return x.movedim(axis, -1).contiguous()
+    key = ("contiguous_along", axis)
+    if key not in cache:
+        cache[key] = x.movedim(axis, -1).contiguous()
+    return cache[key]
+
 
 #: Where :func:`tensor_absmax` keeps a tensor's absmax in the caller's per-tensor cache.
 AMAX_KEY = ("absmax",)

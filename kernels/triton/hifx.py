@@ -53,7 +53,7 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.hifx import _EPS, GROUP, L1_MAX, L1_MIN
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, along_last, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "hifx_fake_quantize", "hifx_sums"]
 
@@ -263,10 +263,10 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
         raise TypeError(f"the triton hifx kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
-def _rows_view(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int]:
-    """x with the grouped axis moved last, contiguous; the axis index."""
+def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
+    """x with the grouped axis moved last, contiguous (``_common.along_last``); the axis index."""
     axis = spec["axis"] % x.dim()
-    return x.movedim(axis, -1).contiguous(), axis
+    return along_last(x, axis, cache), axis
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
@@ -304,7 +304,7 @@ def hifx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
         from ..stats import error_sums_ref
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
-    xm, _ = _rows_view(x.detach(), spec)
+    xm, _ = _rows_view(x.detach(), spec, cache)
     c = _constants(spec, x.dtype)
     n_groups, ngrp, L, programs = _grid(xm, c)
     cnt, sums = partials(programs, x.device)

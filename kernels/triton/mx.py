@@ -64,7 +64,7 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.mx import AUTO_MINUS_EXP, SQRT2_UP, MXElement, resolve_mx_element
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, along_last, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "mx_fake_quantize", "mx_sums"]
 
@@ -543,19 +543,13 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
 
 
 def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
-    """x as the kernels read it, contiguous: the blocked axis moved last, or for shared_exp=none
-    (no blocks) the whole tensor as one row; and the axis index. With a ``cache`` the moved
-    copy of a non-last axis is kept under ``("contiguous_along", axis)`` (as kernels.triton.qtype
-    keeps it): it does not depend on the format, so the next format along that axis reuses it."""
+    """x as the kernels read it, contiguous: the blocked axis moved last (``_common.along_last``,
+    cached per axis), or for shared_exp=none (no blocks) the whole tensor as one row; and the
+    axis index."""
     axis = spec["axis"] % x.dim()
     if spec["shared_exp"] == "none":
         return x.reshape(1, -1).contiguous(), axis
-    if axis == x.dim() - 1 or cache is None:
-        return x.movedim(axis, -1).contiguous(), axis
-    key = ("contiguous_along", axis)
-    if key not in cache:
-        cache[key] = x.movedim(axis, -1).contiguous()
-    return cache[key], axis
+    return along_last(x, axis, cache), axis
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:

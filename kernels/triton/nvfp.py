@@ -76,7 +76,19 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.nvfp import E4M3_MIN_NORMAL, NVFP4_BLOCK, NVFP4_MIN_PTS, NVFP4_TENSOR_DIVISOR
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out, tensor_absmax
+from ._common import (
+    IN_KIND,
+    along_last,
+    in_arg,
+    load_f32,
+    partials,
+    pow2,
+    reduce,
+    round_out,
+    stats_store,
+    store_out,
+    tensor_absmax,
+)
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "nvfp_fake_quantize", "nvfp_sums"]
 
@@ -316,7 +328,7 @@ def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
     """(x with the blocked axis last, contiguous; the axis; the aux tensor; launch arguments;
     constexprs; programs)."""
     axis = spec["axis"] % x.dim()
-    xm = x.detach().movedim(axis, -1).contiguous()
+    xm = along_last(x.detach(), axis, cache)
     L = xm.shape[-1]
     nblk = triton.cdiv(L, NVFP4_BLOCK)
     n_blocks = (xm.numel() // L) * nblk

@@ -55,7 +55,7 @@ from ..formats import FormatSpec
 from ..reference.mx import SQRT2_UP, f32_ceil
 from ..reference.qtype import FLUSH_BELOW_EXP, QTYPE_EPS, QTypeFields, qtype_fields
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+from ._common import IN_KIND, along_last, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "qtype_fake_quantize", "qtype_sums"]
 
@@ -361,17 +361,9 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
 
 
 def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
-    """x with the blocked axis moved last, contiguous; the axis index. With a ``cache`` the
-    moved copy of a non-last axis is kept under ``("contiguous_along", axis)``: it does not
-    depend on the format, so the next format along that axis reads it instead of transposing
-    x again (the copy lives as long as the caller's cache; its peak memory is unchanged)."""
+    """x with the blocked axis moved last, contiguous (``_common.along_last``); the axis index."""
     axis = spec["axis"] % x.dim()
-    if axis == x.dim() - 1 or cache is None:
-        return x.movedim(axis, -1).contiguous(), axis
-    key = ("contiguous_along", axis)
-    if key not in cache:
-        cache[key] = x.movedim(axis, -1).contiguous()
-    return cache[key], axis
+    return along_last(x, axis, cache), axis
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:

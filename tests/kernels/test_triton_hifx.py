@@ -187,8 +187,8 @@ def test_sums_many_programs_merge():
 
 
 def test_sums_cache_is_reusable():
-    """hifx has no per-tensor reduction: a caller's cache dict is accepted, left as it was, and
-    the sums do not depend on it."""
+    """hifx has no per-tensor reduction: along the last axis a caller's cache dict is left as it
+    was, and the sums do not depend on it; along another axis it keeps the moved copy."""
     x = heavy((20, 130), seed=9)
     spec = kernels.parse("hifx4_v12")
     cache = {("absmax",): torch.tensor(1.0)}  # another family's entry stays untouched
@@ -197,6 +197,10 @@ def test_sums_cache_is_reusable():
     assert first == second == thifx.sums(x, spec)
     assert list(cache) == [("absmax",)]
     check_sums(x, "hifx2_v12:variant=numpy", cache=cache)
+    y = heavy((128, 20), seed=10)
+    check_sums(y, "hifx4_v12:axis=0", cache=cache)
+    assert torch.equal(cache[("contiguous_along", 0)], y.t().contiguous())
+    check_sums(y, "hifx3_v12:axis=0", cache=cache)  # the second format reads the kept copy
 
 
 def test_empty_inputs():
