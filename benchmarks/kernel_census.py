@@ -2,9 +2,12 @@
 
 No GPU needed: the family modules' launchers run on small CPU tensors with every kernel launch
 captured instead of run, and each captured kernel is compiled with ``triton.compile`` for an
-sm_90 (H100/H200) target. Prints, per kernel, the lines of PTX one thread executes (the tile's
-code is unrolled, so this is a faithful proxy for the instructions per element between two
-versions of a kernel) and whether it compiled. A cheap way to see what a kernel change does to
+sm_90 (H100/H200) target. Prints, per kernel, the lines of PTX one thread executes (a tile's
+code is unrolled, so for a fake-quantization kernel this is a faithful proxy for the
+instructions per element between two versions of it; a statistics kernel holds its loop body
+twice, fast and careful pass, plus the reductions) and its ``cvt`` instructions (type
+conversions; the float ones issue at 16 per SM and clock on sm_90, an eighth of the float32
+rate), and whether it compiled. A cheap way to see what a kernel change does to
 the instruction count before spending GPU time, and to check that the kernels compile with the
 Triton version the GPU machine has:
 
@@ -116,9 +119,11 @@ def main() -> int:
             failed += 1
             print(f"FAIL {fn.fn.__name__}: {str(e)[:400]}", flush=True)
             continue
-        n = len(k.asm["ptx"].splitlines())
+        ptx = k.asm["ptx"].splitlines()
+        n = len(ptx)
+        cvt = sum(1 for line in ptx if line.lstrip().startswith("cvt."))
         lines[fn.fn.__name__].append(n)
-        print(f"  {fn.fn.__name__}: {n} PTX lines ({time.perf_counter() - t:.1f} s)", flush=True)
+        print(f"  {fn.fn.__name__}: {n} PTX lines, {cvt} cvt ({time.perf_counter() - t:.1f} s)", flush=True)
     print(f"triton {triton.__version__}, sm_90, bf16 64x8192: {len(seen) - failed} kernels compiled, {failed} failed")
     for name, ns in sorted(lines.items()):
         print(f"  {name:24s} {len(ns)} variant(s), PTX lines per thread {min(ns)}..{max(ns)}")

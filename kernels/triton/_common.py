@@ -1,14 +1,31 @@
 """What every Triton kernel family shares: float bit helpers, typed loads and stores, the
-tensor absmax, and the fused statistics epilogue with the merge of its partials.
+tensor absmax, the program drivers, and the fused statistics with the merge of their partials.
 
-A family's fused kernel computes, per program, a 2-D tile ``x`` (the input as float32), ``q``
-(its fake quantization as float32, already rounded as the output dtype rounds it), ``valid``
-(the tile's in-bounds mask) and the clip bound of each element (anything that broadcasts
-against the tile; +Inf for "never clips", NaN counts nothing), then calls
-:func:`stats_store`. The launcher allocates the partials with :func:`partials` and merges
-them on the device with :func:`reduce` into a :class:`kernels.stats.ErrorSums` equal to
-``error_sums_ref(x, q, unit_bound(x, spec))``: the counts exactly, the sums to float64 rounding
-(they are float64 per program, and only their order differs).
+A family writes one *tile function* ``TILE(t, args, K) -> (x, q, valid, offs, bound)``: tile
+``t`` of the input as float32 (of any rank), its fake quantization as float32 (not yet rounded
+to the output dtype), the in-bounds mask, the element offsets, and the clip bound of each element
+(anything that broadcasts against the tile; +Inf for "never clips", NaN counts nothing); ``args``
+holds the runtime arguments, ``K`` the constexprs. Its kernels hand that function to a driver:
+
+- :func:`fq_program`: one tile per program, stored in the output dtype;
+- :func:`stats_program`: the fused quantize + statistics. Each program runs tiles ``pid``,
+  ``pid + num_programs``, ... and accumulates every sum and count *per lane* in registers
+  (:func:`stats_add`: a float64 FMA per sum and element), then reduces across its lanes once
+  (:func:`stats_store`). The launcher sizes the grid with :func:`programs_for`, allocates the
+  partials with :func:`partials` and merges them on the device with :func:`reduce` into a
+  :class:`kernels.stats.ErrorSums` equal to ``error_sums_ref(x, q, unit_bound(x, spec))``: the
+  counts exactly, the sums to float64 rounding (they are float64 per lane and only their order
+  differs).
+
+The fast pass does as little per element as the exact sums allow: no NaN/Inf masks (the
+float64 sums of x^2 and q^2 detect them) and, for families whose q is a bfloat16 already, no
+rounding to bfloat16 (a check of its low bits instead). A program whose fast pass does not
+stand runs its tiles again through the careful pass, which counts and masks everything. The
+loop takes ``UNROLL`` tiles per iteration so that each thread has several tiles' loads in
+flight. On the H200 what limits it is not float64 arithmetic
+(``benchmarks/stats_loop_probe.py``: float32 accumulators run no faster than float64 ones,
+while a loop of counts alone runs twice as fast) but, most likely, the registers the
+accumulators take from hiding memory latency.
 """
 
 from __future__ import annotations
@@ -30,7 +47,13 @@ __all__ = [
     "round_out",
     "load_f32",
     "store_out",
+    "stats_init",
+    "stats_add",
+    "stats_fast_ok",
     "stats_store",
+    "fq_program",
+    "stats_program",
+    "programs_for",
     "in_arg",
     "partials",
     "reduce",
@@ -124,86 +147,229 @@ def store_out(ptr, offs, q, mask, OUT_KIND: tl.constexpr):
 
 
 @triton.jit
-def _flat(v):
-    """A 2-D tile as one flat vector in whatever order its registers hold it (no data moves):
-    reducing that costs one add per element and one shuffle tree per warp, where reducing
-    axis 1 first costs a shuffle tree for every row a thread holds (ten times the instructions)."""
-    return tl.reshape(v, [v.shape[0] * v.shape[1]], can_reorder=True)
-
-
-@triton.jit
 def _sum2(v):
-    return tl.sum(_flat(v), axis=0)
+    """The sum of a tile of any rank (run once per program: its cost does not matter)."""
+    return tl.sum(tl.reshape(v, [v.numel]), axis=0)
 
 
 @triton.jit
-def _count(m):
-    """The number of true lanes of a 2-D mask. Counted in float32 (exact below 2^24 lanes per
-    tile) because float adds issue at twice the rate of int adds on the GPU."""
-    return _sum2(tl.where(m, 1.0, 0.0)).to(tl.int32)
+def _max2(v):
+    return tl.max(tl.reshape(v, [v.numel]), axis=0)
 
 
 @triton.jit
-def stats_store(x, q, valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS: tl.constexpr = True):
-    """Write this program's counts (int32, ``COUNTS``) and float64 partials (``FSUMS``) of the
-    2-D tile: x, q float32 (q rounded as the output dtype), ``bound`` broadcastable to the tile.
+def _min2(v):
+    return tl.min(tl.reshape(v, [v.numel]), axis=0)
 
-    The GPU runs short of issue slots here, not of memory bandwidth, so every element costs as
-    few instructions as the exact sums allow: NaN/Inf are counted in a branch taken only by
-    tiles that have some; ``INPUT_STATS=False`` skips the input's moments (the launcher's
-    ``input_stats``), which :func:`reduce` then leaves empty anyway."""
+
+@triton.jit
+def stats_init(SHAPE: tl.constexpr):
+    """The zero accumulators of :func:`stats_add` for tiles of shape ``SHAPE`` (a tuple, any
+    rank): one value per tile lane, carried through a program's loop over its tiles."""
+    zf = tl.zeros(SHAPE, tl.float64)
+    zi = tl.zeros(SHAPE, tl.int32)
+    mn = tl.full(SHAPE, float("inf"), tl.float32)
+    mx = tl.full(SHAPE, float("-inf"), tl.float32)
+    # sx2 sq2 sxq sd2 sad mad | s1 s2 shift | min max | numel nx n nan_in nan_out inf_out clipped flushed
+    # | bad have_shift
+    return (zf, zf, zf, zf, zf, zf, zf, zf, zf, mn, mx, zi, zi, zi, zi, zi, zi, zi, zi, zi, zi)
+
+
+@triton.jit
+def stats_add(
+    acc,
+    x,
+    q,
+    valid,
+    bound,
+    OUT_KIND: tl.constexpr,
+    EXACT_OUT: tl.constexpr,
+    CAREFUL: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
+):
+    """``acc`` (:func:`stats_init`) plus one tile: x and q float32 (q *not yet* rounded to the
+    output dtype), ``valid`` the tile's in-bounds mask, ``bound`` the clip bound of each element
+    (broadcastable; +Inf never clips, NaN counts nothing).
+
+    Every quantity is accumulated per lane (a float64 FMA per sum), so a program reduces across
+    its lanes once, in :func:`stats_store`, however many tiles it runs. Two modes:
+
+    - ``CAREFUL=False``, the fast path: no NaN/Inf masking (an Inf or NaN in x or q makes the
+      float64 sums of x^2 or q^2 non-finite, which :func:`stats_fast_ok` sees) and, with
+      ``EXACT_OUT`` and a bfloat16 output, no rounding to the output dtype either: q's low 16
+      bits are OR-ed into a flag instead (zero means q is a bfloat16 already, so rounding would
+      not change it). x must be 0 where ``valid`` is false (the loads' ``other``).
+    - ``CAREFUL=True``: every count and the masks of ``error_sums_ref``, for programs whose fast
+      pass saw a NaN, an Inf or a q that needs rounding (they run their tiles again)."""
+    sx2, sq2, sxq, sd2, sad, mad, s1, s2, c, mn, mx, nv, nx, nb, nan_in, nan_out, inf_out, clip, flush, bad, hc = acc
+    q = tl.where(valid, q, 0.0)
     xa = tl.abs(x)
-    qa = tl.abs(q)
-    fx = valid & (xa < float("inf"))  # false for NaN too
-    both = fx & (qa < float("inf"))
-    n_valid = _count(valid)
-    n_both = _count(both)
-    nx = _count(fx)
-    zero = n_valid * 0
-    nan_in, inf_in, nan_out, inf_out = zero, zero, zero, zero
-    if n_both < n_valid:  # some NaN or Inf in x or q: rare, and counted only then
-        nan_in = _count(valid & (x != x))
-        inf_in = n_valid - nx - nan_in
-        nan_out = _count(valid & (q != q))
-        inf_out = _count(valid & (qa == float("inf")))
-    base = pid.to(tl.int64) * 9
-    tl.store(cnt_ptr + base + 0, n_valid)
-    tl.store(cnt_ptr + base + 1, nan_in)
-    tl.store(cnt_ptr + base + 2, inf_in)
-    tl.store(cnt_ptr + base + 3, nan_out)
-    tl.store(cnt_ptr + base + 4, inf_out)
-    tl.store(cnt_ptr + base + 5, n_both)
-    tl.store(cnt_ptr + base + 6, _count(fx & (xa > bound)))
-    tl.store(cnt_ptr + base + 7, _count(fx & (x != 0.0) & (q == 0.0)))
-    tl.store(cnt_ptr + base + 8, nx)
-
-    x64 = tl.where(both, x, 0.0).to(tl.float64)
-    q64 = tl.where(both, q, 0.0).to(tl.float64)
+    if CAREFUL:
+        q = round_out(q, OUT_KIND)
+        qa = tl.abs(q)
+        fx = valid & (xa < float("inf"))  # false for NaN too
+        both = fx & (qa < float("inf"))
+        nv += valid.to(tl.int32)
+        nx += fx.to(tl.int32)
+        nb += both.to(tl.int32)
+        nan_in += (valid & (x != x)).to(tl.int32)
+        nan_out += (valid & (q != q)).to(tl.int32)
+        inf_out += (valid & (qa == float("inf"))).to(tl.int32)
+        clip += (fx & (xa > bound)).to(tl.int32)
+        flush += (fx & (x != 0.0) & (q == 0.0)).to(tl.int32)
+        x64 = tl.where(both, x, 0.0).to(tl.float64)
+        q64 = tl.where(both, q, 0.0).to(tl.float64)
+        fin = fx
+        xin = tl.where(fx, x, 0.0).to(tl.float64)
+    else:
+        if OUT_KIND == 1 and EXACT_OUT:
+            bad = bad | (q.to(tl.int32, bitcast=True) & 0xFFFF)
+        else:
+            q = round_out(q, OUT_KIND)
+        nv += valid.to(tl.int32)
+        clip += (xa > bound).to(tl.int32)
+        flush += ((x != 0.0) & (q == 0.0)).to(tl.int32)
+        x64 = x.to(tl.float64)
+        q64 = q.to(tl.float64)
+        fin = valid
+        xin = x64
     d = q64 - x64  # exact in float64
     ad = tl.abs(d)
-    fb = pid.to(tl.int64) * 10
-    tl.store(sum_ptr + fb + 0, _sum2(x64 * x64))
-    tl.store(sum_ptr + fb + 1, _sum2(q64 * q64))
-    tl.store(sum_ptr + fb + 2, _sum2(x64 * q64))
-    tl.store(sum_ptr + fb + 3, _sum2(d * d))
-    tl.store(sum_ptr + fb + 4, _sum2(ad))
-    tl.store(sum_ptr + fb + 5, tl.max(_flat(ad), axis=0))
+    sx2 += x64 * x64
+    sq2 += q64 * q64
+    sxq += x64 * q64
+    sd2 += d * d
+    sad += ad
+    mad = tl.maximum(mad, ad)
     if INPUT_STATS:
-        # The input's moments over its finite elements: mean and M2 around this tile's mean
-        # (two passes over registers: exact to float64 rounding however large the mean).
-        xf = tl.where(fx, x, 0.0).to(tl.float64)
-        mean = _sum2(xf) / tl.maximum(nx, 1).to(tl.float64)
-        dev = tl.where(fx, xf - mean, 0.0)
-        tl.store(sum_ptr + fb + 6, mean)
-        tl.store(sum_ptr + fb + 7, _sum2(dev * dev))
-        tl.store(sum_ptr + fb + 8, tl.min(_flat(tl.where(fx, x, float("inf"))), axis=0).to(tl.float64))
-        tl.store(sum_ptr + fb + 9, tl.max(_flat(tl.where(fx, x, float("-inf"))), axis=0).to(tl.float64))
+        # Moments around a per-lane shift (the lane's first finite element): exact to float64
+        # rounding however far the mean lies from zero; lanes merge in stats_store.
+        c = tl.where(hc != 0, c, xin)
+        hc = hc | fin.to(tl.int32)
+        dev = tl.where(fin, xin - c, 0.0)
+        s1 += dev
+        s2 += dev * dev
+        mn = tl.minimum(mn, tl.where(fin, x, float("inf")))
+        mx = tl.maximum(mx, tl.where(fin, x, float("-inf")))
+    return (sx2, sq2, sxq, sd2, sad, mad, s1, s2, c, mn, mx, nv, nx, nb, nan_in, nan_out, inf_out, clip, flush, bad, hc)
+
+
+@triton.jit
+def stats_fast_ok(acc):
+    """Whether the fast pass of :func:`stats_add` stands: no NaN or Inf in x or q (their
+    float64 sums of squares are finite: a float32 square is at most 2^256) and no q that the
+    output rounding would change."""
+    sx2 = _sum2(acc[0])
+    sq2 = _sum2(acc[1])
+    bad = _max2(acc[19])
+    return (tl.abs(sx2) < float("inf")) & (tl.abs(sq2) < float("inf")) & (bad == 0)
+
+
+@triton.jit
+def stats_store(acc, cnt_ptr, sum_ptr, pid, CAREFUL: tl.constexpr, INPUT_STATS: tl.constexpr):
+    """Write the program's counts (int32, ``COUNTS``) and float64 partials (``FSUMS``) from the
+    per-lane accumulators of :func:`stats_add` (fast or careful pass)."""
+    sx2, sq2, sxq, sd2, sad, mad, s1, s2, c, mn, mx, nv, nx, nb, nan_in, nan_out, inf_out, clip, flush, bad, hc = acc
+    n_valid = _sum2(nv)
+    base = pid.to(tl.int64) * 9
+    if CAREFUL:
+        n_x = _sum2(nx)
+        n_in = _sum2(nan_in)
+        tl.store(cnt_ptr + base + 0, n_valid)
+        tl.store(cnt_ptr + base + 1, n_in)
+        tl.store(cnt_ptr + base + 2, n_valid - n_x - n_in)
+        tl.store(cnt_ptr + base + 3, _sum2(nan_out))
+        tl.store(cnt_ptr + base + 4, _sum2(inf_out))
+        tl.store(cnt_ptr + base + 5, _sum2(nb))
+        lane_n = nx
     else:
-        empty = zero.to(tl.float64)
+        n_x = n_valid
+        zero = n_valid * 0
+        tl.store(cnt_ptr + base + 0, n_valid)
+        tl.store(cnt_ptr + base + 1, zero)
+        tl.store(cnt_ptr + base + 2, zero)
+        tl.store(cnt_ptr + base + 3, zero)
+        tl.store(cnt_ptr + base + 4, zero)
+        tl.store(cnt_ptr + base + 5, n_valid)
+        lane_n = nv
+    tl.store(cnt_ptr + base + 6, _sum2(clip))
+    tl.store(cnt_ptr + base + 7, _sum2(flush))
+    tl.store(cnt_ptr + base + 8, n_x)
+    fb = pid.to(tl.int64) * 10
+    tl.store(sum_ptr + fb + 0, _sum2(sx2))
+    tl.store(sum_ptr + fb + 1, _sum2(sq2))
+    tl.store(sum_ptr + fb + 2, _sum2(sxq))
+    tl.store(sum_ptr + fb + 3, _sum2(sd2))
+    tl.store(sum_ptr + fb + 4, _sum2(sad))
+    tl.store(sum_ptr + fb + 5, _max2(mad))
+    if INPUT_STATS:
+        # Each lane's (n, mean, M2) around its shift, merged by Chan et al.'s formula.
+        n_l = lane_n.to(tl.float64)
+        n1 = tl.maximum(n_l, 1.0)
+        mean_l = c + s1 / n1
+        m2_l = s2 - s1 * s1 / n1
+        mean = _sum2(n_l * mean_l) / tl.maximum(n_x, 1).to(tl.float64)
+        dm = tl.where(lane_n > 0, mean_l - mean, 0.0)
+        tl.store(sum_ptr + fb + 6, mean)
+        tl.store(sum_ptr + fb + 7, _sum2(m2_l) + _sum2(n_l * dm * dm))
+        tl.store(sum_ptr + fb + 8, _min2(mn).to(tl.float64))
+        tl.store(sum_ptr + fb + 9, _max2(mx).to(tl.float64))
+    else:
+        empty = n_valid.to(tl.float64) * 0.0
         tl.store(sum_ptr + fb + 6, empty)
         tl.store(sum_ptr + fb + 7, empty)
         tl.store(sum_ptr + fb + 8, empty)
         tl.store(sum_ptr + fb + 9, empty)
+
+
+@triton.jit
+def fq_program(TILE: tl.constexpr, args, K: tl.constexpr, out_ptr, OUT_KIND: tl.constexpr):
+    """A fake-quantization program: tile ``program_id`` of ``TILE(t, args, K) -> (x, q, valid,
+    offs, bound)`` stored in the output dtype (the bound is not computed: nothing reads it)."""
+    x, q, valid, offs, bound = TILE(tl.program_id(0), args, K)
+    store_out(out_ptr, offs, q, valid, OUT_KIND)
+
+
+@triton.jit
+def stats_program(
+    TILE: tl.constexpr,
+    args,
+    K: tl.constexpr,
+    n_tiles,
+    cnt_ptr,
+    sum_ptr,
+    SHAPE: tl.constexpr,
+    OUT_KIND: tl.constexpr,
+    EXACT_OUT: tl.constexpr,
+    INPUT_STATS: tl.constexpr,
+    UNROLL: tl.constexpr = 1,
+):
+    """A fused statistics program: tiles ``program_id``, ``+ num_programs``, ... of ``TILE``
+    (of shape ``SHAPE``, any rank) through :func:`stats_add`'s fast pass, again through its careful pass if the
+    fast one does not stand, then :func:`stats_store`. ``EXACT_OUT``: the family's q is
+    normally a bfloat16 already (a few significant bits times a power of two), so the fast pass
+    checks that instead of rounding."""
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    zero = pid * 0  # the loop index as a tensor in Triton's interpreter too (there it is an int)
+    acc = stats_init(SHAPE)
+    # UNROLL tiles per iteration, so that each thread has the loads of several tiles in flight
+    # (one tile's alone leave the GPU waiting on memory); past the end a tile is masked off.
+    for t0 in range(pid, n_tiles, step * UNROLL):
+        for u in tl.static_range(UNROLL):
+            t = t0 + zero + u * step
+            x, q, valid, offs, bound = TILE(tl.minimum(t, n_tiles - 1), args, K)
+            live = valid & (t < n_tiles)
+            x = tl.where(live, x, 0.0)
+            acc = stats_add(acc, x, q, live, bound, OUT_KIND, EXACT_OUT, False, INPUT_STATS)
+    if stats_fast_ok(acc):
+        stats_store(acc, cnt_ptr, sum_ptr, pid, False, INPUT_STATS)
+    else:
+        acc = stats_init(SHAPE)
+        for t in range(pid, n_tiles, step):
+            x, q, valid, offs, bound = TILE(t + zero, args, K)
+            acc = stats_add(acc, x, q, valid, bound, OUT_KIND, EXACT_OUT, True, INPUT_STATS)
+        stats_store(acc, cnt_ptr, sum_ptr, pid, True, INPUT_STATS)
 
 
 @triton.jit
@@ -258,6 +424,29 @@ def in_arg(t: torch.Tensor) -> torch.Tensor:
     """What a kernel takes for ``t``: in Triton's interpreter bfloat16 travels as int16 bits
     (see :data:`NATIVE_BF16`); everything else as it is."""
     return t.view(torch.int16) if t.dtype == torch.bfloat16 and not _NATIVE_BF16 else t
+
+
+def programs_for(tiles: int, device: torch.device, unroll: int = 1) -> int:
+    """How many programs a statistics kernel launches for ``tiles`` tiles: each loops over every
+    ``programs``-th tile, ``unroll`` (:func:`stats_program`'s ``UNROLL``) per iteration, so the
+    cross-lane reductions run once per program. ``PROGRAMS_PER_SM[unroll]`` per SM on the GPU;
+    a few on the CPU, so that Triton's interpreter runs the loops over several tiles too."""
+    if device.type == "cuda":
+        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * _sm_count(device.index)))
+    return max(1, min(tiles, 3))
+
+
+#: Statistics programs per SM on the GPU, by the loop's unroll factor: what measured fastest on
+#: the H200 (2026-11-30/12-01, benchmarks/results/h200.md). Unrolling 4-fold helps the light
+#: tiles (MX, the casts, int8sym and hif8 on bfloat16) and slows the heavier ones, which keep 1.
+PROGRAMS_PER_SM = {1: 8, 4: 2}
+_SMS: dict = {}
+
+
+def _sm_count(index) -> int:
+    if index not in _SMS:
+        _SMS[index] = torch.cuda.get_device_properties(index if index is not None else 0).multi_processor_count
+    return _SMS[index]
 
 
 def partials(programs: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

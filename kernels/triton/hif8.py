@@ -1,6 +1,8 @@
 """Triton HiF8 kernels (family ``hif8``, ``emulate=exact``): the reference's float32 algorithm
-(formats-hifloat.md §3.2, §3.4, §4.1) bit for bit, one program per tile of ``TILE_ROWS ×
-TILE_COLS`` consecutive elements (HiF8 is elementwise: the tensor is read flat).
+(formats-hifloat.md §3.2, §3.4, §4.1) bit for bit, on tiles of consecutive elements (HiF8 is
+elementwise: the tensor is read flat). One tile function, ``_hif8_tile``, computes x, q and the
+clip bound of a tile; the fake-quantization kernel runs one ``TILE_ROWS × TILE_COLS`` tile per
+program and stores q (``_common.fq_program``).
 
 Per element, on the float32 bits of ``y`` (x itself, or x·s with the per-tensor scale):
 
@@ -21,7 +23,7 @@ Per element, on the float32 bits of ``y`` (x itself, or x·s with the per-tensor
 
 ``scale=tensor`` (the seed's ``quant_hif8`` recipe, §4.1) adds the reference's own float32
 operations around the element rule (those of ``_per_tensor_scale`` and ``_quant_hif8_recipe``):
-``s = fl(k / fl(amax + 2^-23))`` with k rounded to float32, computed by every program from the
+``s = fl(k / fl(amax + 2^-23))`` with k rounded to float32, computed in every tile from the
 amax (a few scalar ops; no host sync, no extra launch), ``y = fl(x·s)`` and the output
 ``fl(q / s)``, both divisions IEEE (``tl.div_rn``: Triton's default division is approximate on
 the GPU), rounded once to the output dtype (bf16 by default; RNE on the bits, exactly torch's
@@ -30,9 +32,12 @@ arithmetic as the reference's. amax is the int max of the magnitude bits (every 
 sorts above +Inf, so NaN propagates like ``torch.amax``), a small Triton reduction kept in the
 caller's ``cache`` under ``("absmax",)``: it does not depend on the format.
 
-``_hif8_sums_kernel`` runs the same tile and writes per-program int32 counts and float64
-partial sums (``_common.stats_store``) with the clip bound of ``kernels.ranges.unit_bound``:
-G = 32768 (49152 with ``tof8``), divided by s when scaled, rounded to the output dtype.
+``_hif8_sums_kernel`` runs the same tile function (``_common.stats_program``) on smaller tiles
+(``_STATS_ROWS × TILE_COLS``), each program looping over every ``programs``-th tile with per-lane
+accumulators and writing one row of int32 counts and float64 partial sums. The clip bound is
+that of ``kernels.ranges.unit_bound``: G = 32768 (49152 with ``tof8``), divided by s when scaled,
+rounded to the output dtype. ``EXACT_OUT`` holds without a scale only: there q is a HiF8 value
+(at most 3 mantissa bits, a bfloat16), while ``q / s`` with an arbitrary float32 s normally is not.
 
 ``emulate=seed`` (the seed's float ``log2`` and ``floor(v + 0.5)`` arithmetic, in the input
 dtype) is not implemented: ``unsupported_reason`` says so and ``auto`` runs the reference.
@@ -47,16 +52,31 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.hif8 import HIF8_MAX, TOF8_FINITE
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out, tensor_absmax
+from ._common import (
+    IN_KIND,
+    fq_program,
+    in_arg,
+    load_f32,
+    partials,
+    programs_for,
+    reduce,
+    round_out,
+    stats_program,
+    tensor_absmax,
+)
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "hif8_fake_quantize", "hif8_sums"]
 
 FAMILIES = ("hif8",)
 
-#: A tile is TILE_ROWS × TILE_COLS consecutive elements (4096 per program).
+#: A fake-quantization tile is TILE_ROWS × TILE_COLS consecutive elements (4096 per program).
 TILE_ROWS = 32
 TILE_COLS = 128
 TILE_ELEMS = TILE_ROWS * TILE_COLS
+#: The statistics tiles: _STATS_ROWS × TILE_COLS (1024 elements, 4 per thread of 8 warps), smaller
+#: as every lane carries its accumulators across the tiles of its program.
+_STATS_ROWS = 8
+_STATS_WARPS = 8
 
 _OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _OVERFLOWS = ("saturate", "inf", "tof8")
@@ -82,26 +102,24 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 @triton.jit
-def _hif8_tile(
-    x_ptr,
-    amax_ptr,
-    k,
-    pid,
-    n,
-    IN_KIND: tl.constexpr,
-    SCALED: tl.constexpr,
-    FLUSH: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    KEEP_INF: tl.constexpr,
-    ROWS: tl.constexpr,
-    COLS: tl.constexpr,
-):
-    """One tile: (x, q, valid, offs, s), q in float32 before the output cast, s the [1, 1] scale."""
-    offs = pid.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+def _hif8_tile(t, args, K: tl.constexpr):
+    """Tile ``t``: (x, q, valid, offs, clip bound), q in float32 before the output cast; args
+    (x_ptr, amax_ptr, k, n), K (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)."""
+    x_ptr, amax_ptr, k, n = args
+    ROWS: tl.constexpr = K[0]
+    COLS: tl.constexpr = K[1]
+    IN_KIND: tl.constexpr = K[2]
+    OUT_KIND: tl.constexpr = K[3]
+    SCALED: tl.constexpr = K[4]
+    FLUSH: tl.constexpr = K[5]
+    OVERFLOW: tl.constexpr = K[6]
+    KEEP_INF: tl.constexpr = K[7]
+    TOP: tl.constexpr = K[8]
+    offs = t.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
     valid = offs < n
     x = load_f32(x_ptr, offs, valid, IN_KIND)
     if SCALED:
-        # §4.1 steps 2-3 per program (a few scalar ops): s = fl(k / fl(amax + 2^-23)), IEEE.
+        # §4.1 steps 2-3 per tile (a few scalar ops): s = fl(k / fl(amax + 2^-23)), IEEE.
         amax = tl.load(amax_ptr + tl.zeros([1, 1], tl.int32))
         s = tl.div_rn(tl.zeros([1, 1], tl.float32) + k, amax + 1.1920928955078125e-07)
         y = x * s
@@ -138,61 +156,34 @@ def _hif8_tile(
     q = qb.to(tl.float32, bitcast=True)
     if SCALED:
         q = tl.div_rn(q, tl.zeros_like(q) + s)  # the reference's IEEE fl32(q / s)
-    return x, q, valid, offs, s
 
-
-@triton.jit
-def _hif8_fq_kernel(
-    x_ptr,
-    out_ptr,
-    amax_ptr,
-    k,
-    n,
-    IN_KIND: tl.constexpr,
-    OUT_KIND: tl.constexpr,
-    SCALED: tl.constexpr,
-    FLUSH: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    KEEP_INF: tl.constexpr,
-    ROWS: tl.constexpr,
-    COLS: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    x, q, valid, offs, s = _hif8_tile(
-        x_ptr, amax_ptr, k, pid, n, IN_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, ROWS, COLS
-    )  # fmt: skip
-    store_out(out_ptr, offs, q, valid, OUT_KIND)
-
-
-@triton.jit
-def _hif8_sums_kernel(
-    x_ptr,
-    cnt_ptr,
-    sum_ptr,
-    amax_ptr,
-    k,
-    n,
-    IN_KIND: tl.constexpr,
-    OUT_KIND: tl.constexpr,
-    SCALED: tl.constexpr,
-    FLUSH: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    KEEP_INF: tl.constexpr,
-    TOP: tl.constexpr,
-    ROWS: tl.constexpr,
-    COLS: tl.constexpr,
-    INPUT_STATS: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    x, q, valid, offs, s = _hif8_tile(
-        x_ptr, amax_ptr, k, pid, n, IN_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, ROWS, COLS
-    )  # fmt: skip
-    # kernels.ranges.unit_bound: G, divided by s when scaled, rounded to the output dtype.
+    # kernels.ranges.unit_bound: G (TOP), divided by s when scaled, rounded to the output dtype.
     bound = tl.zeros([1, 1], tl.float32) + TOP
     if SCALED:
         bound = tl.div_rn(bound, s)
-    bound = round_out(bound, OUT_KIND)
-    stats_store(x, round_out(q, OUT_KIND), valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS)
+    return x, q, valid, offs, round_out(bound, OUT_KIND)
+
+
+# The fake-quantization kernel and the statistics kernel, around the tile function.
+
+
+@triton.jit
+def _hif8_fq_kernel(x_ptr, out_ptr, amax_ptr, k, n, IN_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
+                    SCALED: tl.constexpr, FLUSH: tl.constexpr, OVERFLOW: tl.constexpr, KEEP_INF: tl.constexpr,
+                    TOP: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):  # fmt: skip
+    K: tl.constexpr = (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)
+    fq_program(_hif8_tile, (x_ptr, amax_ptr, k, n), K, out_ptr, OUT_KIND)
+
+
+@triton.jit
+def _hif8_sums_kernel(x_ptr, cnt_ptr, sum_ptr, amax_ptr, k, n, n_tiles, IN_KIND: tl.constexpr,
+                      OUT_KIND: tl.constexpr, SCALED: tl.constexpr, FLUSH: tl.constexpr, OVERFLOW: tl.constexpr,
+                      KEEP_INF: tl.constexpr, TOP: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+                      EXACT_OUT: tl.constexpr, INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
+    K: tl.constexpr = (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)
+    args = (x_ptr, amax_ptr, k, n)
+    stats_program(_hif8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (ROWS, COLS), OUT_KIND, EXACT_OUT, INPUT_STATS,
+                  UNROLL)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- launchers
@@ -238,6 +229,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
         FLUSH=underflow == "flush",
         OVERFLOW=_OVERFLOWS.index(overflow),
         KEEP_INF=spec["variant"] == "paper",
+        TOP=TOF8_FINITE if overflow == "tof8" else HIF8_MAX,
         ROWS=TILE_ROWS,
         COLS=TILE_COLS,
     )
@@ -270,10 +262,18 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xf, _, args, c = _launch_args(x, spec, cache)
-    programs = triton.cdiv(xf.numel(), TILE_ELEMS)
+    c["ROWS"] = _STATS_ROWS
+    tiles = triton.cdiv(xf.numel(), _STATS_ROWS * TILE_COLS)
+    unroll = 4 if x.dtype == torch.bfloat16 else 1  # what measured faster on the H200
+    programs = programs_for(tiles, x.device, unroll)
     cnt, sums = partials(programs, x.device)
-    top = TOF8_FINITE if _modes(spec)[2] == "tof8" else HIF8_MAX
-    _hif8_sums_kernel[(programs,)](in_arg(xf), cnt, sums, *args, TOP=top, INPUT_STATS=input_stats, **c)
+    # Unscaled, q is a HiF8 value (at most 3 mantissa bits, a bfloat16); scaled, it is that
+    # divided by an arbitrary float32 s, which the output rounding normally changes.
+    exact = not c["SCALED"]
+    _hif8_sums_kernel[(programs,)](
+        in_arg(xf), cnt, sums, *args, n_tiles=tiles, EXACT_OUT=exact, INPUT_STATS=input_stats, UNROLL=unroll, **c,
+        num_warps=_STATS_WARPS,
+    )  # fmt: skip
     return reduce(cnt, sums, input_stats)
 
 

@@ -1,5 +1,5 @@
 """Triton MX kernels (family ``mx``, ``emulate=exact``): the reference's float32 algorithm
-(formats-mx.md §2.2-§2.5) bit for bit, one program per tile of ``BPP`` blocks.
+(formats-mx.md §2.2-§2.5) bit for bit, on tiles of ``BPP`` blocks.
 
 The input is viewed as (rows, L) with the blocked axis last (the launcher moves it there),
 each row cut into ``ceil(L / block)`` blocks; the last one may be partial (the reference
@@ -26,9 +26,10 @@ Per tile, as ``kernels.fast.mx`` does it, with integer bit tricks instead of flo
 
 The other options, each a constexpr switch, so the default kernel does no extra work:
 
-- ``block=0`` (§2.2-3, one scale per row): a row of at most ``MAX_BLOCK`` elements is one
-  block of the tile. A longer row is cut into chunks of ``TILE_ELEMS`` that read the row's
-  amax from a first pass (torch's ``aminmax`` per row, kept in the caller's ``cache``).
+- ``block=0`` (§2.2-3, one scale per row): a row of at most ``MAX_BLOCK`` elements
+  (``STATS_TILE`` for the statistics) is one block of the tile. A longer row is cut into
+  chunks of ``TILE_ELEMS`` (``STATS_TILE``) that read the row's amax from a first pass
+  (torch's ``aminmax`` per row, kept in the caller's ``cache``).
 - ``shared_exp=none`` (§2.3 step 1): the amax is ``|x|`` itself, steps 2-4 run per element;
   the tensor is read as one flat row (the reference's per-axis padding changes nothing then).
 - ``minus_exp=auto|auto-2|auto-reverse|auto-fix`` (§2.3 step 2), as ``_exact_auto_offset``:
@@ -41,14 +42,22 @@ The other options, each a constexpr switch, so the default kernel does no extra 
   in one fixed order, a binary tree of adjacent pairs over the block zero-padded to a power
   of two (:func:`_pair_sum`; one IEEE add per node, so every device agrees), the order of
   the reference's ``_block_sum`` (``reference.mx.BLOCK_SUM_ORDER``). Long rows (block=0) sum
-  aligned chunks of ``TILE_ELEMS`` (subtrees of the row's tree) and finish the tree on the host.
+  aligned chunks (subtrees of the row's tree) in ``_mx_auto_err_kernel`` and finish the tree on
+  the host.
 - ``round=dither``: ``floor(|t|) + (u < frac |t|)`` with the reference's own uniform draws,
   made by torch in the launcher in the reference's order (over the zero-padded blocked
   tensor) and read by the kernel: one extra float32 read per element. The dispatcher passes
   the caller's generator on; ``kernels.stats.format_sums`` sends dither to the unfused path.
 
-``_mx_sums_kernel`` runs the same tile and writes, per program, float64 partial error sums
-and int32 counts (see ``kernels.stats``); ``mx_sums`` reduces them on the host.
+Fake quantization (``_mx_fq_kernel``) runs one tile of ``TILE_ELEMS`` per program; with EVEN
+(rows of whole blocks) the tile is one contiguous run, loaded and stored in wide vectors.
+The fused statistics (``_mx_sums_kernel``) run the same tile code (:func:`_mx_tile`, wrapped
+as the tile function ``_mx_stats_tile``) in ``_common.stats_program`` on tiles of
+``STATS_TILE`` elements (one block, if longer): each program accumulates every
+``num_programs``-th tile per lane, reduces once and writes one row of int32 counts and float64
+partial sums, which ``_common.reduce`` merges on the device; no tensor of x's size is written.
+q is an element (a few significant bits) times a power of two, so a bfloat16 unless it is a
+float32 subnormal: the statistics take bf16 q as exact (``EXACT_OUT``) and only check it.
 
 Not covered: ``emulate=seed`` (the seed's arithmetic in the input dtype with its modelled
 float ``log2``, which integer bit tricks do not reproduce), blocks longer than ``MAX_BLOCK``
@@ -64,17 +73,33 @@ import triton.language as tl
 from ..formats import FormatSpec
 from ..reference.mx import AUTO_MINUS_EXP, SQRT2_UP, MXElement, resolve_mx_element
 from ..stats import ErrorSums
-from ._common import IN_KIND, along_last, in_arg, load_f32, partials, pow2, reduce, round_out, stats_store, store_out
+from ._common import (
+    IN_KIND,
+    along_last,
+    in_arg,
+    load_f32,
+    partials,
+    pow2,
+    programs_for,
+    reduce,
+    round_out,
+    stats_program,
+    store_out,
+)
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "mx_fake_quantize", "mx_sums"]
 
 FAMILIES = ("mx",)
 
 _ROUNDS = ("nearest", "even", "floor", "dither")
-#: Elements per program (blocks per program = this / padded block length, at least 1).
+#: Elements per fake-quantization tile (blocks per tile = this / padded block length, at least 1).
 TILE_ELEMS = 4096
-#: The longest block a tile holds; block=0 on longer rows takes two passes.
+#: The longest block a fake-quantization tile holds; block=0 on longer rows takes two passes.
 MAX_BLOCK = 8192
+#: The statistics tiles (elements, and the longest block=0 row one holds) and warps: smaller
+#: tiles, as every lane carries its accumulators across the tiles of its program.
+STATS_TILE = 1024
+STATS_WARPS = 8
 #: shared_exp=none: the tile's row length over the flattened tensor (any power of two works).
 PER_ELEM_ROW = 128
 
@@ -400,6 +425,19 @@ def _mx_fq_kernel(
 
 
 @triton.jit
+def _mx_stats_tile(t, args, K: tl.constexpr):
+    """Tile ``t`` for the fused statistics: :func:`_mx_tile`'s x, q, valid and offsets, and its
+    bound rounded to the output (= input) dtype; args (x_ptr, u_ptr, amax_ptr, d_ptr, n_blocks,
+    nblk, L), K the constexprs of :func:`_mx_tile` from BLOCK to EVEN, in its order."""
+    x_ptr, u_ptr, amax_ptr, d_ptr, n_blocks, nblk, L = args
+    x, q, valid, bound, offs = _mx_tile(
+        x_ptr, u_ptr, amax_ptr, d_ptr, t, n_blocks, nblk, L, K[0], K[1], K[2], K[3], K[4], K[5], K[6], K[7], K[8],
+        K[9], K[10], K[11], K[12], K[13], K[14], K[15], K[16], K[17], K[18], K[19], K[20],
+    )  # fmt: skip
+    return x, q, valid, offs, round_out(bound, K[3])
+
+
+@triton.jit
 def _mx_sums_kernel(
     x_ptr,
     u_ptr,
@@ -410,6 +448,7 @@ def _mx_sums_kernel(
     n_blocks,
     nblk,
     L,
+    n_tiles,
     BLOCK: tl.constexpr,
     BP2: tl.constexpr,
     BPP: tl.constexpr,
@@ -432,15 +471,14 @@ def _mx_sums_kernel(
     AUTO_FIX: tl.constexpr,
     EVEN: tl.constexpr,
     INPUT_STATS: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    x, q, valid, bound, offs = _mx_tile(
-        x_ptr, u_ptr, amax_ptr, d_ptr, pid, n_blocks, nblk, L, BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX,
-        MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP, EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX,
-        EVEN,
-    )  # fmt: skip
-    bound = round_out(bound, IN_KIND)
-    stats_store(x, round_out(q, IN_KIND), valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS)
+    K: tl.constexpr = (BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP,
+                       EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX, EVEN)  # fmt: skip
+    args = (x_ptr, u_ptr, amax_ptr, d_ptr, n_blocks, nblk, L)
+    # q is an element (a few significant bits) times a power of two: a bfloat16 but for
+    # float32-subnormal results, which the careful pass of stats_program rounds.
+    stats_program(_mx_stats_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BPP, BP2), IN_KIND, True, INPUT_STATS, UNROLL)
 
 
 @triton.jit
@@ -482,8 +520,10 @@ def _mx_auto_err_kernel(
 # --------------------------------------------------------------------------- launchers
 
 
-def _constants(spec: FormatSpec, dtype: torch.dtype, L: int) -> dict:
-    """The kernels' constexprs for ``spec`` on rows of length ``L`` (after :func:`_rows_view`)."""
+def _constants(spec: FormatSpec, dtype: torch.dtype, L: int, tile: int = TILE_ELEMS, longest: int = MAX_BLOCK) -> dict:
+    """The kernels' constexprs for ``spec`` on rows of length ``L`` (after :func:`_rows_view`),
+    for tiles of ``tile`` elements (or one block, if longer) and block=0 rows of at most
+    ``longest`` elements in one tile (longer ones in chunks of ``tile``)."""
     el = resolve_mx_element(spec["element"])
     rule, me = spec["scale"], spec["minus_exp"]
     auto = isinstance(me, str)
@@ -506,13 +546,13 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, L: int) -> dict:
     elif block == 0:
         # §2.2-3: one scale per row. A row that fits a tile is one block; a longer one is cut
         # into chunks that read its amax (and auto offset) from a first pass (_row_stats).
-        rowstat = L > MAX_BLOCK
-        block = TILE_ELEMS if rowstat else triton.next_power_of_2(L)
+        rowstat = L > longest
+        block = tile if rowstat else triton.next_power_of_2(L)
     bp2 = triton.next_power_of_2(block)
     return dict(
         BLOCK=block,
         BP2=bp2,
-        BPP=max(1, TILE_ELEMS // bp2),
+        BPP=max(1, tile // bp2),
         IN_KIND=IN_KIND[dtype],
         IS_INT=el.is_int,
         M=el.man_bits,
@@ -604,11 +644,13 @@ def _row_stats(xm: torch.Tensor, axis: int, c: dict, cache: dict | None) -> tupl
     return amax, torch.where(e[:, 0, 1] < e[:, 0, 0], c["LEVEL"], 0).to(torch.int32)
 
 
-def _prepare(x: torch.Tensor, spec: FormatSpec, generator, cache):
-    """(xm, axis, constants, kernel pointer args, grid) for one launch."""
+def _prepare(x: torch.Tensor, spec: FormatSpec, generator, cache, stats: bool = False):
+    """(xm, axis, constants, kernel pointer args, grid) for one launch (of the statistics
+    kernel with ``stats``: its smaller tiles)."""
     x = x.detach()
     xm, axis = _rows_view(x, spec, cache)
-    c = _constants(spec, x.dtype, xm.shape[-1])
+    geometry = (STATS_TILE, STATS_TILE) if stats else ()
+    c = _constants(spec, x.dtype, xm.shape[-1], *geometry)
     xa = in_arg(xm)
     u = amax = d = xa  # never read unless the constexprs ask for them
     if c["ROUND"] == 3:
@@ -653,9 +695,15 @@ def mx_sums(
 
         q = fake_quantize_ref(x, spec, generator)
         return error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
-    xm, axis, c, ptrs, (n_blocks, nblk, L, programs) = _prepare(x, spec, generator, cache)
+    xm, axis, c, ptrs, (n_blocks, nblk, L, tiles) = _prepare(x, spec, generator, cache, stats=True)
+    # The statistics loop 4 tiles per iteration; the auto minus_exp tiles are long already
+    # (unrolled, they took minutes to compile).
+    unroll = 1 if c["AUTO"] else 4
+    programs = programs_for(tiles, x.device, unroll)
     cnt, sums = partials(programs, x.device)
-    _mx_sums_kernel[(programs,)](*ptrs, cnt, sums, n_blocks, nblk, L, INPUT_STATS=input_stats, **c)
+    _mx_sums_kernel[(programs,)](
+        *ptrs, cnt, sums, n_blocks, nblk, L, tiles, INPUT_STATS=input_stats, UNROLL=unroll, num_warps=STATS_WARPS, **c
+    )
     return reduce(cnt, sums, input_stats)
 
 

@@ -1,6 +1,6 @@
 """Triton NF4 kernels (family ``nf4``): bitsandbytes' code book with an absmax per block
-(formats-mx.md §5.1), the reference ``quantize_nf4_ref`` bit for bit, one program per tile of
-``BPP`` blocks.
+(formats-mx.md §5.1), the reference ``quantize_nf4_ref`` bit for bit, on tiles of ``BPP``
+blocks.
 
 The input is viewed in place as (outer, L, inner), L the blocked axis and ``inner`` the product
 of the dimensions after it; each (outer, inner) line is cut into ``ceil(L / block)`` blocks, the
@@ -30,15 +30,19 @@ Per tile, the reference's float32 operations in its order:
    rest of it to NaN, a NaN block to NaN, §5.1), rounded to the output dtype: bf16 RNE on the
    bits (exactly torch's ``.to(bfloat16)``), fp16 by Triton's conversion (RNE).
 
-One kernel, ``_nf4_kernel``, stores q (fake quantization) or, with ``SUMS``, writes each tile's
-partial error sums and counts (``kernels.triton._common.stats_store``, merged on the host by
-``reduce``): no tensor of x's size. The clip bound is +Inf everywhere (``kernels.ranges.unit_bound``
-is None for nf4: no element ever exceeds its block absmax).
+``_nf4_fq`` stores q, one block group (``BPP`` blocks) per program. ``_nf4_sums`` computes the
+fused error statistics (``kernels.triton._common``): no tensor of x's size is written; each
+program loops over every ``num_programs``-th block group, accumulates the sums per lane, and
+reduces across its lanes once. Its tiles hold :data:`STATS_TILE_ELEMS` elements (every lane
+carries the accumulators of each element it holds). The clip bound is +Inf everywhere
+(``kernels.ranges.unit_bound`` is None for nf4: no element ever exceeds its block absmax).
+``EXACT_OUT`` is False: q is a code times a float32 absmax, not normally a bfloat16.
 
-Blocks up to :data:`MAX_TILE_BLOCK` sit whole in a tile and x is read once. Longer blocks are cut
-into chunks of ``KC`` positions (one block per program along the last axis; 8 neighbouring
-blocks, one 32-byte sector, otherwise): the program takes the absmax over all chunks first, then
-reads them again to quantize, and each chunk is one tile of partial sums.
+Blocks up to :data:`MAX_TILE_BLOCK` (:data:`STATS_TILE_ELEMS` for the statistics) sit whole in a
+tile, ``_nf4_tile``, and x is read once. Longer blocks are cut into chunks of ``KC`` positions
+(one block per group along the last axis; 8 neighbouring blocks, one 32-byte sector, otherwise):
+the program takes the group's absmax over all chunks first (``_nf4_group_amax``), then reads them
+again to quantize (``_nf4_chunk``); for the statistics each chunk is one tile.
 
 The ``cache`` of :func:`sums` is accepted and left alone: nf4's only reduction, the block absmax,
 depends on the format (block, axis) and is computed in registers in the same pass at no cost;
@@ -57,7 +61,21 @@ from ..fast.nf4 import _CODE2, _MID, _N_CELLS
 from ..formats import FormatSpec
 from ..reference.nf4 import BNB_ABSMAX_FLOOR
 from ..stats import ErrorSums
-from ._common import IN_KIND, in_arg, load_f32, partials, reduce, round_out, stats_store, store_out
+from ._common import (
+    IN_KIND,
+    fq_program,
+    in_arg,
+    load_f32,
+    partials,
+    programs_for,
+    reduce,
+    stats_add,
+    stats_fast_ok,
+    stats_init,
+    stats_program,
+    stats_store,
+    store_out,
+)
 
 __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "nf4_fake_quantize", "nf4_sums"]
 
@@ -67,6 +85,11 @@ FAMILIES = ("nf4",)
 TILE_ELEMS = 4096
 #: Blocks up to this (padded to a power of two) are held whole in one tile; longer ones in chunks.
 MAX_TILE_BLOCK = 8192
+#: Elements per statistics tile (at most TILE_ELEMS; blocks longer than it go in chunks) and the
+#: statistics kernel's warps: small tiles, since every lane carries the per-lane accumulators of
+#: each element it holds.
+STATS_TILE_ELEMS = 1024
+STATS_WARPS = 8
 #: The longest block: positions within a block are int32 in the kernels.
 MAX_BLOCK = 2**30
 #: float32 bits of bitsandbytes' absmax floor (1e-38 rounded to float32, a subnormal).
@@ -151,61 +174,122 @@ def _nf4_decode(x, amax, mid_ptr, code_ptr, BPP: tl.constexpr, TRANS: tl.constex
 
 
 @triton.jit
-def _nf4_emit(x, q, valid, offs, out_ptr, cnt_ptr, sum_ptr, tile, IN_KIND: tl.constexpr, SUMS: tl.constexpr,
-              INPUT_STATS: tl.constexpr):  # fmt: skip
-    """Store q, or (SUMS) the tile's error sums as partial number ``tile``."""
-    if SUMS:
-        inf = tl.full([1, 1], float("inf"), tl.float32)  # unit_bound is None for nf4: nothing clips
-        stats_store(x, round_out(q, IN_KIND), valid, inf, cnt_ptr, sum_ptr, tile, INPUT_STATS)
-    else:
-        store_out(out_ptr, offs, q, valid, IN_KIND)
+def _nf4_chunk(g, c, amax, args, K: tl.constexpr):
+    """Positions c·KC .. c·KC + KC - 1 of block group ``g`` (blocks g·BPP .. g·BPP + BPP - 1) and
+    its blocks' absmax bits ``amax``: (x, q, valid, offs). args (x_ptr, mid_ptr, code_ptr,
+    n_blocks, nblk, L, INNER), K (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC,
+    MAGIC_BITS, N_CELLS)."""
+    x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER = args
+    KC: tl.constexpr = K[1]
+    BPP: tl.constexpr = K[3]
+    IN_KIND: tl.constexpr = K[4]
+    TRANS: tl.constexpr = K[5]
+    offs, valid = _nf4_locate(g, c * KC, n_blocks, nblk, L, INNER, K[0], KC, BPP, TRANS)
+    x = load_f32(x_ptr, offs, valid, IN_KIND)
+    q = _nf4_decode(x, amax, mid_ptr, code_ptr, BPP, TRANS, K[6], K[7], K[8], K[9])
+    return x, q, valid, offs
 
 
 @triton.jit
-def _nf4_kernel(
-    x_ptr,
-    out_ptr,
-    cnt_ptr,
-    sum_ptr,
-    mid_ptr,
-    code_ptr,
-    n_blocks,
-    nblk,
-    L,
-    INNER,
-    BLOCK: tl.constexpr,
-    KC: tl.constexpr,
-    NCH: tl.constexpr,
-    BPP: tl.constexpr,
-    IN_KIND: tl.constexpr,
-    TRANS: tl.constexpr,
-    SUMS: tl.constexpr,
-    INPUT_STATS: tl.constexpr,
-    FLOOR_BITS: tl.constexpr,
-    MAGIC: tl.constexpr,
-    MAGIC_BITS: tl.constexpr,
-    N_CELLS: tl.constexpr,
-):
-    """Fake quantization into out_ptr, or (SUMS) the error sums of each tile into cnt_ptr/sum_ptr
-    (partial ``pid·NCH + chunk``). With NCH == 1 a block fits one tile of KC positions and x is
-    read once; longer blocks are cut into NCH chunks: the program finds its blocks' absmax over
-    all of them, then reads them again to quantize."""
+def _nf4_group_amax(g, args, K: tl.constexpr):
+    """The absmax bits of block group ``g``'s blocks over all NCH chunks (a first read of them)."""
+    x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER = args
+    KC: tl.constexpr = K[1]
+    NCH: tl.constexpr = K[2]
+    BPP: tl.constexpr = K[3]
+    TRANS: tl.constexpr = K[5]
+    amax = tl.zeros([BPP], dtype=tl.int32)
+    for c in range(0, NCH):
+        offs, valid = _nf4_locate(g, c * KC, n_blocks, nblk, L, INNER, K[0], KC, BPP, TRANS)
+        amax = tl.maximum(amax, _nf4_amax(load_f32(x_ptr, offs, valid, K[4]), TRANS))
+    return amax
+
+
+@triton.jit
+def _nf4_tile(t, args, K: tl.constexpr):
+    """Tile ``t`` when blocks fit one tile (NCH == 1): block group ``t`` read once, (x, q, valid,
+    offs, bound); the bound is +Inf (``unit_bound`` is None for nf4: nothing clips). args and K
+    as :func:`_nf4_chunk`."""
+    x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER = args
+    KC: tl.constexpr = K[1]
+    BPP: tl.constexpr = K[3]
+    TRANS: tl.constexpr = K[5]
+    offs, valid = _nf4_locate(t, 0, n_blocks, nblk, L, INNER, K[0], KC, BPP, TRANS)
+    x = load_f32(x_ptr, offs, valid, K[4])
+    q = _nf4_decode(x, _nf4_amax(x, TRANS), mid_ptr, code_ptr, BPP, TRANS, K[6], K[7], K[8], K[9])
+    return x, q, valid, offs, tl.full([1, 1], float("inf"), tl.float32)
+
+
+@triton.jit
+def _nf4_chunked_stats(args, K: tl.constexpr, n_groups, cnt_ptr, sum_ptr, R: tl.constexpr, C: tl.constexpr,
+                       INPUT_STATS: tl.constexpr):  # fmt: skip
+    """``_common.stats_program`` for blocks in NCH chunks: the program loops over block groups
+    ``pid``, ``+ num_programs``, ...; per group it takes the absmax over all chunks, then adds
+    each chunk (a tile of shape (R, C)) to the per-lane accumulators. The careful pass, if the
+    fast one does not stand, reads everything again."""
+    IN_KIND: tl.constexpr = K[4]
+    NCH: tl.constexpr = K[2]
     pid = tl.program_id(0)
-    if NCH == 1:
-        offs, valid = _nf4_locate(pid, 0, n_blocks, nblk, L, INNER, BLOCK, KC, BPP, TRANS)
-        x = load_f32(x_ptr, offs, valid, IN_KIND)
-        q = _nf4_decode(x, _nf4_amax(x, TRANS), mid_ptr, code_ptr, BPP, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
-        _nf4_emit(x, q, valid, offs, out_ptr, cnt_ptr, sum_ptr, pid, IN_KIND, SUMS, INPUT_STATS)
+    step = tl.num_programs(0)
+    zero = pid * 0  # the loop index as a tensor in Triton's interpreter too (there it is an int)
+    inf = tl.full([1, 1], float("inf"), tl.float32)  # nothing clips
+    acc = stats_init((R, C))
+    for g in range(pid, n_groups, step):
+        amax = _nf4_group_amax(g + zero, args, K)
+        for c in range(0, NCH):
+            x, q, valid, offs = _nf4_chunk(g + zero, c, amax, args, K)
+            acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, False, INPUT_STATS)
+    if stats_fast_ok(acc):
+        stats_store(acc, cnt_ptr, sum_ptr, pid, False, INPUT_STATS)
     else:
-        amax = tl.zeros([BPP], dtype=tl.int32)
+        acc = stats_init((R, C))
+        for g in range(pid, n_groups, step):
+            amax = _nf4_group_amax(g + zero, args, K)
+            for c in range(0, NCH):
+                x, q, valid, offs = _nf4_chunk(g + zero, c, amax, args, K)
+                acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, True, INPUT_STATS)
+        stats_store(acc, cnt_ptr, sum_ptr, pid, True, INPUT_STATS)
+
+
+# The fake-quantization kernel and the statistics kernel, around the tile code.
+
+
+@triton.jit
+def _nf4_fq(x_ptr, out_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.constexpr,
+            NCH: tl.constexpr, BPP: tl.constexpr, IN_KIND: tl.constexpr, TRANS: tl.constexpr, FLOOR_BITS: tl.constexpr,
+            MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr):  # fmt: skip
+    """Fake quantization of block group ``pid``: with NCH == 1 its blocks fit one tile and x is
+    read once; longer blocks are cut into NCH chunks, read twice (absmax, then quantize)."""
+    K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
+    args = (x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER)
+    if NCH == 1:
+        fq_program(_nf4_tile, args, K, out_ptr, IN_KIND)
+    else:
+        pid = tl.program_id(0)
+        amax = _nf4_group_amax(pid, args, K)
         for c in range(0, NCH):
-            offs, valid = _nf4_locate(pid, c * KC, n_blocks, nblk, L, INNER, BLOCK, KC, BPP, TRANS)
-            amax = tl.maximum(amax, _nf4_amax(load_f32(x_ptr, offs, valid, IN_KIND), TRANS))
-        for c in range(0, NCH):
-            offs, valid = _nf4_locate(pid, c * KC, n_blocks, nblk, L, INNER, BLOCK, KC, BPP, TRANS)
-            x = load_f32(x_ptr, offs, valid, IN_KIND)
-            q = _nf4_decode(x, amax, mid_ptr, code_ptr, BPP, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
-            _nf4_emit(x, q, valid, offs, out_ptr, cnt_ptr, sum_ptr, pid * NCH + c, IN_KIND, SUMS, INPUT_STATS)
+            x, q, valid, offs = _nf4_chunk(pid, c, amax, args, K)
+            store_out(out_ptr, offs, q, valid, IN_KIND)
+
+
+@triton.jit
+def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, n_tiles, BLOCK: tl.constexpr,
+              KC: tl.constexpr, NCH: tl.constexpr, BPP: tl.constexpr, IN_KIND: tl.constexpr, TRANS: tl.constexpr,
+              FLOOR_BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr,
+              INPUT_STATS: tl.constexpr):  # fmt: skip
+    """The fused statistics over ``n_tiles`` block groups (EXACT_OUT False: see the module docstring)."""
+    K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
+    args = (x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER)
+    if TRANS:
+        R: tl.constexpr = KC
+        C: tl.constexpr = BPP
+    else:
+        R: tl.constexpr = BPP
+        C: tl.constexpr = KC
+    if NCH == 1:
+        stats_program(_nf4_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (R, C), IN_KIND, False, INPUT_STATS)
+    else:
+        _nf4_chunked_stats(args, K, n_tiles, cnt_ptr, sum_ptr, R, C, INPUT_STATS)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -229,8 +313,9 @@ def _check(x: torch.Tensor, spec: FormatSpec) -> None:
         raise TypeError(f"the triton nf4 kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
-def _launch_args(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int, int, tuple, dict]:
-    """(contiguous x, programs, tiles, runtime args, constexprs) for a non-empty x of dim >= 1."""
+def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tuple[torch.Tensor, int, tuple, dict]:
+    """(contiguous x, block groups, runtime args, constexprs) for a non-empty x of dim >= 1, for
+    fake quantization or (``stats``) the statistics kernel's smaller tiles."""
     if not -x.dim() <= spec["axis"] < x.dim():
         raise ValueError(f"axis out of range for a {x.dim()}-D tensor")
     axis = spec["axis"] % x.dim()
@@ -241,15 +326,19 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int, 
     block = min(spec["block"], L)
     trans = inner > 1
     bp2 = triton.next_power_of_2(block)
-    if bp2 <= MAX_TILE_BLOCK:  # whole blocks in one tile: one read of x
-        kc, bpp, nch = bp2, max(1, TILE_ELEMS // bp2), 1
+    tile, whole = TILE_ELEMS, MAX_TILE_BLOCK
+    if stats:  # small tiles: a block longer than one is cut into chunks
+        tile = min(STATS_TILE_ELEMS, TILE_ELEMS)
+        whole = min(tile, MAX_TILE_BLOCK)
+    if bp2 <= whole:  # whole blocks in one tile: one read of x
+        kc, bpp, nch = bp2, max(1, tile // bp2), 1
     else:  # chunks of the block; across blocks (TRANS) 8 neighbours fill a 32-byte sector
         bpp = 8 if trans else 1
-        kc = TILE_ELEMS // bpp
+        kc = tile // bpp
         nch = triton.cdiv(block, kc)
     nblk = triton.cdiv(L, block)
     n_blocks = (x.numel() // L) * nblk
-    programs = triton.cdiv(n_blocks, bpp)
+    groups = triton.cdiv(n_blocks, bpp)
     c = dict(
         BLOCK=block,
         KC=kc,
@@ -261,10 +350,10 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec) -> tuple[torch.Tensor, int, 
         MAGIC=_MAGIC,
         MAGIC_BITS=_MAGIC_BITS,
         N_CELLS=_N_CELLS,
-        num_warps=8 if kc * bpp > TILE_ELEMS else 4,
+        num_warps=STATS_WARPS if stats else 8 if kc * bpp > TILE_ELEMS else 4,
     )
     mid, code2 = _tables(x.device)
-    return xc, programs, programs * nch, (mid, code2, n_blocks, nblk, L, inner), c
+    return xc, groups, (mid, code2, n_blocks, nblk, L, inner), c
 
 
 def nf4_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
@@ -274,17 +363,16 @@ def nf4_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
         from ..reference import fake_quantize_ref
 
         return fake_quantize_ref(x, spec, None)
-    xc, programs, _, args, c = _launch_args(x, spec)
+    xc, groups, args, c = _launch_args(x, spec)
     out = torch.empty_like(xc)
-    o = in_arg(out)
-    _nf4_kernel[(programs,)](in_arg(xc), o, o, o, *args, SUMS=False, INPUT_STATS=False, **c)
+    _nf4_fq[(groups,)](in_arg(xc), in_arg(out), *args, **c)
     return out
 
 
 def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` (clip bound +Inf, as
     ``kernels.ranges.unit_bound``'s None), fused: no tensor of x's size is written, and x is read
-    once (twice for blocks longer than ``MAX_TILE_BLOCK``). ``cache`` is not used (see the module
+    once (twice for blocks longer than ``STATS_TILE_ELEMS``). ``cache`` is not used (see the module
     docstring)."""
     _check(x, spec)
     if x.dim() == 0 or x.numel() == 0:
@@ -293,10 +381,10 @@ def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache:
         from ..stats import error_sums_ref
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
-    xc, programs, tiles, args, c = _launch_args(x, spec)
-    cnt, sums_ = partials(tiles, x.device)
-    xa = in_arg(xc)
-    _nf4_kernel[(programs,)](xa, xa, cnt, sums_, *args, SUMS=True, INPUT_STATS=bool(input_stats), **c)
+    xc, groups, args, c = _launch_args(x, spec, stats=True)
+    programs = programs_for(groups, x.device)
+    cnt, sums_ = partials(programs, x.device)
+    _nf4_sums[(programs,)](in_arg(xc), cnt, sums_, *args, n_tiles=groups, INPUT_STATS=bool(input_stats), **c)
     return reduce(cnt, sums_, input_stats)
 
 

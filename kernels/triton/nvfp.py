@@ -1,6 +1,6 @@
 """Triton NVFP4 kernels: the seed's one-level ``nvf4`` (formats-mx.md §4.2) and NVIDIA's
 two-level ``nvfp4`` (§4.1 with torchao's arithmetic, §4.4), bit for bit with
-``kernels.reference.nvfp``, one program per tile of ``BPP`` blocks of 16.
+``kernels.reference.nvfp``, around one tile function, ``_nvfp_tile``: ``BPP`` blocks of 16.
 
 The input is viewed as (rows, L) with the blocked axis last (the launcher moves it there),
 each row cut into ``ceil(L / 16)`` blocks; the last one may be partial (the reference
@@ -62,9 +62,13 @@ equal the seed's (checked for every bf16 and fp16 value, and for float32 values 
 power of two, against ``reference.nvfp``'s own floors). A NaN block is NaN, and an infinite
 element NaN (the seed's ``Inf·0``), the rest of its block quantized against ``S = 448``.
 
-The ``_sums`` kernels run the same tile and write, per program, float64 partial error sums
-and int32 counts (``_common.stats_store``) with the clip bound of ``kernels.ranges.unit_bound``
-(``6·S``, ``6·dec``, +Inf for a tensor returned unchanged), rounded to the output dtype.
+``_nvfp_fq`` runs one tile per program (``_common.fq_program``, ``BPP`` blocks). ``_nvfp_sums``
+(``_common.stats_program``) runs the same tile function on tiles of ``STATS_BPP`` blocks (1024
+elements), each program looping over every ``num_programs``-th tile and accumulating the error
+sums per lane, with the clip bound of ``kernels.ranges.unit_bound`` (``6·S``, ``6·dec``, +Inf for
+a tensor returned unchanged) rounded to the output dtype. ``EXACT_OUT`` holds for nvf4 (q is an
+E2M1 value times an E4M3 scale, or rounded to the input dtype in seed mode: a bfloat16 for a
+bfloat16 input), not for nvfp4 (its decode scale ``pts·s_b`` is an arbitrary float32).
 """
 
 from __future__ import annotations
@@ -79,14 +83,15 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     along_last,
+    fq_program,
     in_arg,
     load_f32,
     partials,
     pow2,
+    programs_for,
     reduce,
     round_out,
-    stats_store,
-    store_out,
+    stats_program,
     tensor_absmax,
 )
 
@@ -94,9 +99,14 @@ __all__ = ["FAMILIES", "unsupported_reason", "fake_quantize", "sums", "nvfp_fake
 
 FAMILIES = ("nvf4", "nvfp4")
 
-#: Elements per program: BPP blocks of 16.
+#: Elements per fake-quantization program: BPP blocks of 16.
 TILE_ELEMS = 4096
 BPP = TILE_ELEMS // NVFP4_BLOCK
+#: Elements per statistics tile (STATS_BPP blocks of 16) and the statistics kernel's warps: small
+#: tiles, since every lane carries the per-lane accumulators of each element it holds.
+STATS_TILE_ELEMS = 1024
+STATS_BPP = STATS_TILE_ELEMS // NVFP4_BLOCK
+STATS_WARPS = 8
 _F32 = torch.float32
 
 
@@ -138,9 +148,9 @@ def _e2m1(a, s):
 
 
 @triton.jit
-def _blocks(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
-    """This program's tile of BPP blocks of 16: (x float32, valid, offs)."""
-    g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
+def _blocks(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
+    """Tile ``t``, blocks t·BPP .. t·BPP + BPP - 1 of 16: (x float32, valid, offs)."""
+    g = t.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
     k = tl.arange(0, 16)
     if EVEN:
         # Block g is elements 16g..16g+15. The mask is built per block (constant along the 16
@@ -156,9 +166,9 @@ def _blocks(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.conste
 
 
 @triton.jit
-def _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
+def _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
     """One nvf4 tile: (x, q, valid, bound, offs), q and the per-block bound in float32."""
-    x, valid, offs = _blocks(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    x, valid, offs = _blocks(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
     xb = x.to(tl.int32, bitcast=True)
     ab = xb & 0x7FFFFFFF
     amax = tl.max(ab, axis=1)
@@ -175,11 +185,11 @@ def _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.con
 
 
 @triton.jit
-def _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
+def _nvf4_seed_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
     """One nvf4 emulate=seed tile: the reference's ``_nvf4_seed`` op for op, each op's float32
     result rounded to the input dtype as torch's (float32-opmath) ops round it; the floors of
     the seed's log2 from the exponent field (see the module docstring)."""
-    x, valid, offs = _blocks(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    x, valid, offs = _blocks(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
     if IN_KIND == 2:
         eps = 6.103515625e-05  # 2^-14
     else:
@@ -214,7 +224,7 @@ def _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: t
 def _nvfp4_tile(
     x_ptr,
     amax_ptr,
-    pid,
+    t,
     n_blocks,
     nblk,
     L,
@@ -226,7 +236,7 @@ def _nvfp4_tile(
     SB_MIN: tl.constexpr,
 ):
     """One nvfp4 tile: (x, q, valid, bound, offs), q and the per-block bound in float32."""
-    x, valid, offs = _blocks(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    x, valid, offs = _blocks(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
     xb = x.to(tl.int32, bitcast=True)
     ab = xb & 0x7FFFFFFF
     A = tl.load(amax_ptr)
@@ -249,62 +259,45 @@ def _nvfp4_tile(
 
 
 @triton.jit
-def _nvfp_fq_kernel(
-    x_ptr,
-    aux_ptr,
-    out_ptr,
-    n_blocks,
-    nblk,
-    L,
-    BPP: tl.constexpr,
-    IN_KIND: tl.constexpr,
-    MODE: tl.constexpr,
-    EVEN: tl.constexpr,
-    DIVISOR: tl.constexpr,
-    MIN_PTS: tl.constexpr,
-    SB_MIN: tl.constexpr,
-):
-    pid = tl.program_id(0)
+def _nvfp_tile(t, args, K: tl.constexpr):
+    """Tile ``t`` of the format ``MODE`` picks (0 nvf4, 1 nvf4 emulate=seed, 2 nvfp4): (x, q, valid,
+    offs, bound), the per-block bound rounded to the output (= input) dtype, as a [BPP, 1] column.
+    args (x_ptr, aux_ptr, n_blocks, nblk, L), K (BPP, IN_KIND, MODE, EVEN, DIVISOR, MIN_PTS, SB_MIN)."""
+    x_ptr, aux_ptr, n_blocks, nblk, L = args
+    BPP: tl.constexpr = K[0]
+    IN_KIND: tl.constexpr = K[1]
+    MODE: tl.constexpr = K[2]
+    EVEN: tl.constexpr = K[3]
     if MODE == 2:
         x, q, valid, bound, offs = _nvfp4_tile(
-            x_ptr, aux_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN, DIVISOR, MIN_PTS, SB_MIN
+            x_ptr, aux_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN, K[4], K[5], K[6]
         )
     elif MODE == 1:
-        x, q, valid, bound, offs = _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+        x, q, valid, bound, offs = _nvf4_seed_tile(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
     else:
-        x, q, valid, bound, offs = _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
-    store_out(out_ptr, offs, q, valid, IN_KIND)
+        x, q, valid, bound, offs = _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
+    return x, q, valid, offs, round_out(bound, IN_KIND)[:, None]
+
+
+# One fake-quantization kernel and one statistics kernel around the tile function.
 
 
 @triton.jit
-def _nvfp_sums_kernel(
-    x_ptr,
-    aux_ptr,
-    cnt_ptr,
-    sum_ptr,
-    n_blocks,
-    nblk,
-    L,
-    BPP: tl.constexpr,
-    IN_KIND: tl.constexpr,
-    MODE: tl.constexpr,
-    EVEN: tl.constexpr,
-    DIVISOR: tl.constexpr,
-    MIN_PTS: tl.constexpr,
-    SB_MIN: tl.constexpr,
-    INPUT_STATS: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    if MODE == 2:
-        x, q, valid, bound, offs = _nvfp4_tile(
-            x_ptr, aux_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN, DIVISOR, MIN_PTS, SB_MIN
-        )
-    elif MODE == 1:
-        x, q, valid, bound, offs = _nvf4_seed_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
-    else:
-        x, q, valid, bound, offs = _nvf4_tile(x_ptr, pid, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
-    bound = round_out(bound, IN_KIND)[:, None]
-    stats_store(x, round_out(q, IN_KIND), valid, bound, cnt_ptr, sum_ptr, pid, INPUT_STATS)
+def _nvfp_fq(x_ptr, aux_ptr, out_ptr, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr,
+             MODE: tl.constexpr, EVEN: tl.constexpr, DIVISOR: tl.constexpr, MIN_PTS: tl.constexpr,
+             SB_MIN: tl.constexpr):  # fmt: skip
+    K: tl.constexpr = (BPP, IN_KIND, MODE, EVEN, DIVISOR, MIN_PTS, SB_MIN)
+    fq_program(_nvfp_tile, (x_ptr, aux_ptr, n_blocks, nblk, L), K, out_ptr, IN_KIND)
+
+
+@triton.jit
+def _nvfp_sums(x_ptr, aux_ptr, cnt_ptr, sum_ptr, n_blocks, nblk, L, n_tiles, BPP: tl.constexpr,
+               IN_KIND: tl.constexpr, MODE: tl.constexpr, EVEN: tl.constexpr, DIVISOR: tl.constexpr,
+               MIN_PTS: tl.constexpr, SB_MIN: tl.constexpr, EXACT_OUT: tl.constexpr,
+               INPUT_STATS: tl.constexpr):  # fmt: skip
+    K: tl.constexpr = (BPP, IN_KIND, MODE, EVEN, DIVISOR, MIN_PTS, SB_MIN)
+    args = (x_ptr, aux_ptr, n_blocks, nblk, L)
+    stats_program(_nvfp_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BPP, 16), IN_KIND, EXACT_OUT, INPUT_STATS)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -324,9 +317,9 @@ def _aux(xm: torch.Tensor, spec: FormatSpec, cache: dict | None) -> torch.Tensor
     return tensor_absmax(xm, cache) if spec.family == "nvfp4" else in_arg(xm)
 
 
-def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
+def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None, bpp: int = BPP):
     """(x with the blocked axis last, contiguous; the axis; the aux tensor; launch arguments;
-    constexprs; programs)."""
+    constexprs; tiles of ``bpp`` blocks)."""
     axis = spec["axis"] % x.dim()
     xm = along_last(x.detach(), axis, cache)
     L = xm.shape[-1]
@@ -334,7 +327,7 @@ def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
     n_blocks = (xm.numel() // L) * nblk
     mode = 2 if spec.family == "nvfp4" else int(spec["emulate"] == "seed")
     c = dict(
-        BPP=BPP,
+        BPP=bpp,
         IN_KIND=IN_KIND[x.dtype],
         MODE=mode,
         EVEN=L % NVFP4_BLOCK == 0,
@@ -342,7 +335,7 @@ def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
         MIN_PTS=NVFP4_MIN_PTS,
         SB_MIN=E4M3_MIN_NORMAL,
     )
-    return xm, axis, _aux(xm, spec, cache), (n_blocks, nblk, L), c, triton.cdiv(n_blocks, BPP)
+    return xm, axis, _aux(xm, spec, cache), (n_blocks, nblk, L), c, triton.cdiv(n_blocks, bpp)
 
 
 def nvfp_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
@@ -354,7 +347,7 @@ def nvfp_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = N
         return fake_quantize_ref(x, spec, None)
     xm, axis, amax, args, c, programs = _prepare(x, spec, cache)
     out = torch.empty_like(xm)
-    _nvfp_fq_kernel[(programs,)](in_arg(xm), amax, in_arg(out), *args, **c)
+    _nvfp_fq[(programs,)](in_arg(xm), amax, in_arg(out), *args, **c)
     return out.movedim(-1, axis).contiguous()
 
 
@@ -369,9 +362,12 @@ def nvfp_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
         from ..stats import error_sums_ref
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
-    xm, _, amax, args, c, programs = _prepare(x, spec, cache)
+    xm, _, amax, args, c, tiles = _prepare(x, spec, cache, STATS_BPP)
+    programs = programs_for(tiles, x.device)
     cnt, sums_ = partials(programs, x.device)
-    _nvfp_sums_kernel[(programs,)](in_arg(xm), amax, cnt, sums_, *args, INPUT_STATS=input_stats, **c)
+    exact = spec.family == "nvf4"  # see the module docstring
+    _nvfp_sums[(programs,)](in_arg(xm), amax, cnt, sums_, *args, n_tiles=tiles, EXACT_OUT=exact,
+                            INPUT_STATS=input_stats, num_warps=STATS_WARPS, **c)  # fmt: skip
     return reduce(cnt, sums_, input_stats)
 
 

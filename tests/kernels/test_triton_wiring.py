@@ -96,3 +96,35 @@ def test_analyze_tensor_same_metrics_through_triton(calls):
             assert _close(g[k], w[k]), (str(spec), k, g[k], w[k])
     for k in want_stats:
         assert _close(got_stats[k], want_stats[k]), k
+
+
+# The statistics driver (kernels.triton._common.stats_program): on the CPU three programs share
+# the tiles (programs_for), each runs a fast pass and, if that does not stand, a careful one.
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stats_programs_mix_fast_and_careful_passes(dtype):
+    """Programs that see a NaN or an Inf take the careful pass, the others stay on the fast one:
+    together they equal the reference. (The fast pass's bfloat16 check of q, for the families
+    whose q is normally a bfloat16, is exercised by the MX tests' subnormal corner cases.)"""
+    from kernels.triton import _common
+
+    n = 7 * 1024  # 7 tiles of the scaled family's statistics: programs take tiles {0,3,6}, {1,4}, {2,5}
+    assert _common.programs_for(7, torch.device("cpu")) == 3
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(n, generator=g)
+    nan = base.clone()
+    nan[3 * 1024 + 17] = float("nan")  # program 0 only
+    inf = base.clone()
+    inf[4 * 1024 + 5] = float("-inf")  # program 1 only
+    for x, fmt in ((base, "bf16"), (nan, "bf16"), (inf, "fp8_e4m3"), (nan, "fp16"), (base, "int8sym")):
+        triton_support.check_sums(x.to(dtype).reshape(7, 1024), fmt)
+
+
+def test_stats_moments_far_from_zero():
+    """The input's mean and M2 stay exact to float64 rounding when the mean is 10^6 standard
+    deviations away from zero (the lanes' moments are taken around a shift of their own)."""
+    g = torch.Generator().manual_seed(6)
+    x = 1000.0 + 1e-3 * torch.randn(3 * 1024 + 100, generator=g)
+    triton_support.check_sums(x, "bf16")
+    triton_support.check_sums(x.reshape(-1, 4), "int8sym")
