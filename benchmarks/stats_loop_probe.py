@@ -7,7 +7,10 @@ float16), bfloat16 and float32 8192x8192, in five modes:
 1. mode 0 plus the input's moments (shifted float64 sums);
 2. the float64 sums alone;
 3. the counts alone (no float64 at all);
-4. the same sums in float32 (inexact, for the ceiling).
+4. the same sums in float32 (inexact, for the ceiling);
+5. mode 0 with each tile (ROWS, V) summed along V inside the thread before accumulating (V
+   elements of 16 bytes, one vector load per thread): one accumulator per quantity and thread
+   instead of one per element it holds.
 
 Prints GB/s of bytes read and the fraction of a device copy's GB/s for tile sizes, warps and
 programs per SM, then checks mode 0's sums against ``error_sums_ref``. Needs a CUDA GPU:
@@ -128,6 +131,49 @@ def loop_kernel(x_ptr, out_ptr, N, n_tiles, TILE: tl.constexpr, IN_KIND: tl.cons
     tl.store(out_ptr + base + 9, tl.sum(cnt >> 16, axis=0).to(tl.float64))
 
 
+@triton.jit
+def rows_kernel(x_ptr, out_ptr, N, n_tiles, ROWS: tl.constexpr, V: tl.constexpr, IN_KIND: tl.constexpr):
+    # Mode 5: the sums of mode 0, each (ROWS, V) tile reduced along V within the thread first.
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    zf = tl.zeros([ROWS], tl.float64)
+    s_x2 = zf
+    s_q2 = zf
+    s_xq = zf
+    s_d2 = zf
+    s_ad = zf
+    m_ad = zf
+    cnt = tl.zeros([ROWS], tl.int32)
+    for t in range(pid, n_tiles, nprog):
+        offs = t.to(tl.int64) * (ROWS * V) + (tl.arange(0, ROWS)[:, None] * V + tl.arange(0, V)[None, :])
+        valid = offs < N
+        x = load_f32(x_ptr, offs, valid, IN_KIND)
+        q = round_out(x.to(tl.float16).to(tl.float32), IN_KIND)
+        x64 = x.to(tl.float64)
+        q64 = q.to(tl.float64)
+        d = q64 - x64
+        ad = tl.abs(d)
+        s_x2 += tl.sum(x64 * x64, axis=1)
+        s_q2 += tl.sum(q64 * q64, axis=1)
+        s_xq += tl.sum(x64 * q64, axis=1)
+        s_d2 += tl.sum(d * d, axis=1)
+        s_ad += tl.sum(ad, axis=1)
+        m_ad = tl.maximum(m_ad, tl.max(ad, axis=1))
+        xa = tl.abs(x)
+        cnt += tl.sum((xa > 65504.0).to(tl.int32) + (((x != 0.0) & (q == 0.0)).to(tl.int32) << 16), axis=1)
+    base = pid.to(tl.int64) * 10
+    tl.store(out_ptr + base + 0, tl.sum(s_x2, axis=0))
+    tl.store(out_ptr + base + 1, tl.sum(s_q2, axis=0))
+    tl.store(out_ptr + base + 2, tl.sum(s_xq, axis=0))
+    tl.store(out_ptr + base + 3, tl.sum(s_d2, axis=0))
+    tl.store(out_ptr + base + 4, tl.sum(s_ad, axis=0))
+    tl.store(out_ptr + base + 5, tl.max(m_ad, axis=0))
+    tl.store(out_ptr + base + 6, 0.0)
+    tl.store(out_ptr + base + 7, 0.0)
+    tl.store(out_ptr + base + 8, tl.sum(cnt & 0xFFFF, axis=0).to(tl.float64))
+    tl.store(out_ptr + base + 9, tl.sum(cnt >> 16, axis=0).to(tl.float64))
+
+
 for dtype in (torch.bfloat16, torch.float32):
     x = torch.randn(8192, 8192, device=dev).to(dtype)
     N = x.numel()
@@ -162,6 +208,14 @@ for dtype in (torch.bfloat16, torch.float32):
                     rep(f"loop tile {TILE} w{w} P={P} mode {mode}", t)
                 except Exception as e:
                     print("fail", TILE, w, mult, mode, type(e).__name__, str(e)[:300], flush=True)
+    V = 16 // x.element_size()
+    for rows, w in ((256, 8), (512, 8), (128, 4), (256, 4)):
+        n_tiles = triton.cdiv(N, rows * V)
+        for mult in (2, 4, 8):
+            P = SM * mult
+            out = torch.empty((P, 10), dtype=torch.float64, device=dev)
+            t = bench(lambda: rows_kernel[(P,)](in_arg(x), out, N, n_tiles, ROWS=rows, V=V, IN_KIND=k, num_warps=w))
+            rep(f"rows tile {rows}x{V} w{w} P={P} mode 5", t)
     # the loop's sums against the reference sums
     P = SM * 4
     out = torch.empty((P, 10), dtype=torch.float64, device=dev)
@@ -171,3 +225,6 @@ for dtype in (torch.bfloat16, torch.float32):
         x, x.to(torch.float16).to(dtype), torch.full(x.shape, 65504.0, dtype=torch.float64, device=dev)
     )
     print("loop vs ref d2", tot[3], ref.sum_d2, "x2", tot[0], ref.sum_x2, "flush", tot[9], ref.flushed, flush=True)
+    rows_kernel[(P,)](in_arg(x), out, N, triton.cdiv(N, 256 * V), ROWS=256, V=V, IN_KIND=k, num_warps=8)
+    tot = out.sum(0).tolist()
+    print("rows vs ref d2", tot[3], ref.sum_d2, "x2", tot[0], ref.sum_x2, "flush", tot[9], ref.flushed, flush=True)

@@ -22,10 +22,10 @@ float64 sums of x^2 and q^2 detect them) and, for families whose q is a bfloat16
 rounding to bfloat16 (a check of its low bits instead). A program whose fast pass does not
 stand runs its tiles again through the careful pass, which counts and masks everything. The
 loop takes ``UNROLL`` tiles per iteration so that each thread has several tiles' loads in
-flight. On the H200 what limits it is not float64 arithmetic
-(``benchmarks/stats_loop_probe.py``: float32 accumulators run no faster than float64 ones,
-while a loop of counts alone runs twice as fast) but, most likely, the registers the
-accumulators take from hiding memory latency.
+flight. On the H200 float64 arithmetic is not the main limit
+(``benchmarks/stats_loop_probe.py``: float32 accumulators gain about a quarter, a loop of
+counts alone runs twice as fast as either); most likely the accumulators' registers are, which
+they take from hiding memory latency.
 """
 
 from __future__ import annotations
