@@ -445,7 +445,9 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
         out_kind = IN_KIND[_out_dtype(x, spec)]
         target = _CAST_KIND[spec["element"]]
         if stats:
-            # A cast's q is a bfloat16 already when it casts to bfloat16 (or a bf16 input to float32).
+            # q is a bfloat16 already when the cast is to bfloat16 or the input is one: float32 holds
+            # it, float16 too (8 significant bits fit its 11; below its normal range q is a multiple
+            # of 2^-24 under 2^-17, 7 bits at most), and an overflow to Inf takes the careful pass.
             tail["EXACT_OUT"] = target == 1 or kind == 1
             _cast_sums[grid](xa, *head, shape.pop("n"), _cast_bound(x, spec), **shape, IN_KIND=kind,
                              OUT_KIND=out_kind, TARGET=target, **tail)  # fmt: skip
