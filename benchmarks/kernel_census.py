@@ -7,7 +7,9 @@ code is unrolled, so for a fake-quantization kernel this is a faithful proxy for
 instructions per element between two versions of it; a statistics kernel holds its loop body
 twice, fast and careful pass, plus the reductions) and its ``cvt`` instructions (type
 conversions; the float ones issue at 16 per SM and clock on sm_90, an eighth of the float32
-rate), and whether it compiled. A cheap way to see what a kernel change does to
+rate), the registers per thread and bytes spilled that ``ptxas -v`` reports (Triton's bundled
+ptxas; registers bound how many warps an SM holds, which the statistics loop needs to hide
+memory latency), and whether it compiled. A cheap way to see what a kernel change does to
 the instruction count before spending GPU time, and to check that the kernels compile with the
 Triton version the GPU machine has:
 
@@ -108,6 +110,29 @@ def signature(fn, args, kwargs) -> tuple[dict, dict, dict, dict]:
     return sig, consts, options, attrs
 
 
+def ptxas_usage(ptx: str) -> str:
+    """``regs N, spill B`` from Triton's bundled ptxas run with -v on ``ptx`` for sm_90a, or ''
+    when that ptxas is not there."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton.backends.nvidia as nv
+
+    ptxas = Path(nv.__file__).parent / "bin" / "ptxas"
+    if not ptxas.exists():
+        return ""
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "k.ptx"
+        src.write_text(ptx)
+        r = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", str(src), "-o", str(Path(d) / "k.o")],
+                           capture_output=True, text=True)  # fmt: skip
+    out = r.stdout + r.stderr
+    regs = re.search(r"Used (\d+) registers", out)
+    spill = re.search(r"(\d+) bytes spill stores", out)
+    return f", {regs.group(1) if regs else '?'} regs, {spill.group(1) if spill else '?'} B spilled"
+
+
 def main() -> int:
     formats = (sys.argv[1] if len(sys.argv) > 1 else FORMATS).split(";")
     target = GPUTarget("cuda", 90, 32)
@@ -131,7 +156,8 @@ def main() -> int:
         n = len(ptx)
         cvt = sum(1 for line in ptx if line.lstrip().startswith("cvt."))
         lines[fn.fn.__name__].append(n)
-        print(f"  {fn.fn.__name__}: {n} PTX lines, {cvt} cvt ({time.perf_counter() - t:.1f} s)", flush=True)
+        usage = ptxas_usage(k.asm["ptx"])
+        print(f"  {fn.fn.__name__}: {n} PTX lines, {cvt} cvt{usage} ({time.perf_counter() - t:.1f} s)", flush=True)
     print(f"triton {triton.__version__}, sm_90, bf16 64x8192: {len(seen) - failed} kernels compiled, {failed} failed")
     for name, ns in sorted(lines.items()):
         print(f"  {name:24s} {len(ns)} variant(s), PTX lines per thread {min(ns)}..{max(ns)}")

@@ -10,7 +10,11 @@ float16), bfloat16 and float32 8192x8192, in five modes:
 4. the same sums in float32 (inexact, for the ceiling);
 5. mode 0 with each tile (ROWS, V) summed along V inside the thread before accumulating (V
    elements of 16 bytes, one vector load per thread): one accumulator per quantity and thread
-   instead of one per element it holds.
+   instead of one per element it holds;
+6. fqtool's own loop: ``kernels.triton.scaled._cast_tile`` (the cast to float16) through
+   ``_common.stats_add``'s fast pass, per-lane accumulators, 1 and 4 tiles per iteration;
+7. the same with each run of V elements summed within the thread first (``rows_add`` below):
+   what mode 5 would look like inside ``stats_add``.
 
 Prints GB/s of bytes read and the fraction of a device copy's GB/s for tile sizes, warps and
 programs per SM, then checks mode 0's sums against ``error_sums_ref``. Needs a CUDA GPU:
@@ -30,7 +34,8 @@ import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kernels.stats import error_sums_ref  # noqa: E402
-from kernels.triton._common import IN_KIND, in_arg, load_f32, round_out  # noqa: E402
+from kernels.triton._common import IN_KIND, in_arg, load_f32, round_out, stats_add, stats_init  # noqa: E402
+from kernels.triton.scaled import _cast_tile  # noqa: E402
 
 dev = torch.device("cuda")
 SM = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -174,6 +179,67 @@ def rows_kernel(x_ptr, out_ptr, N, n_tiles, ROWS: tl.constexpr, V: tl.constexpr,
     tl.store(out_ptr + base + 9, tl.sum(cnt >> 16, axis=0).to(tl.float64))
 
 
+@triton.jit
+def rows_add(acc, x, q, valid, bound, OUT_KIND: tl.constexpr, V: tl.constexpr):
+    """``stats_add``'s fast pass (no input moments) with every run of V consecutive tile
+    elements summed within the thread before it reaches the accumulators."""
+    s_x2, s_q2, s_xq, s_d2, s_ad, m_ad, nv, clip, flush = acc
+    G: tl.constexpr = x.numel // V
+    q = round_out(tl.where(valid, q, 0.0), OUT_KIND)
+    xr = tl.reshape(x, [G, V])
+    qr = tl.reshape(q, [G, V])
+    br = tl.reshape(bound + tl.zeros_like(x), [G, V])
+    vr = tl.reshape(valid, [G, V])
+    x64 = xr.to(tl.float64)
+    q64 = qr.to(tl.float64)
+    d = q64 - x64
+    ad = tl.abs(d)
+    s_x2 += tl.sum(x64 * x64, axis=1)
+    s_q2 += tl.sum(q64 * q64, axis=1)
+    s_xq += tl.sum(x64 * q64, axis=1)
+    s_d2 += tl.sum(d * d, axis=1)
+    s_ad += tl.sum(ad, axis=1)
+    m_ad = tl.maximum(m_ad, tl.max(ad, axis=1))
+    nv += tl.sum(vr.to(tl.int32), axis=1)
+    clip += tl.sum((tl.abs(xr) > br).to(tl.int32), axis=1)
+    flush += tl.sum(((xr != 0.0) & (qr == 0.0)).to(tl.int32), axis=1)
+    return s_x2, s_q2, s_xq, s_d2, s_ad, m_ad, nv, clip, flush
+
+
+@triton.jit
+def cast_stats_kernel(x_ptr, out_ptr, n, n_tiles, TR: tl.constexpr, TC: tl.constexpr, IN_KIND: tl.constexpr,
+                      ROWS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
+    # Modes 6 (ROWS=False) and 7 (ROWS=True): the cast to float16, the output in x's dtype.
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    zero = pid * 0
+    K: tl.constexpr = (TR, TC, IN_KIND, 2)
+    if ROWS:
+        zf = tl.zeros([TR * TC // V], tl.float64)
+        zi = tl.zeros([TR * TC // V], tl.int32)
+        acc = (zf, zf, zf, zf, zf, zf, zi, zi, zi)
+    else:
+        acc = stats_init((TR, TC))
+    for t0 in range(pid, n_tiles, step * UNROLL):
+        for u in tl.static_range(UNROLL):
+            t = t0 + zero + u * step
+            x, q, valid, offs, bound = _cast_tile(tl.minimum(t, n_tiles - 1), (x_ptr, n, 65504.0), K)
+            live = valid & (t < n_tiles)
+            x = tl.where(live, x, 0.0)
+            if ROWS:
+                acc = rows_add(acc, x, q, live, bound, IN_KIND, V)
+            else:
+                acc = stats_add(acc, x, q, live, bound, IN_KIND, False, False, False)
+    base = pid.to(tl.int64) * 10
+    for i in tl.static_range(5):
+        tl.store(out_ptr + base + i, tl.sum(tl.reshape(acc[i], [acc[i].numel]), axis=0))
+    tl.store(out_ptr + base + 5, tl.max(tl.reshape(acc[5], [acc[5].numel]), axis=0))
+    if ROWS:
+        tl.store(out_ptr + base + 9, tl.sum(tl.reshape(acc[8], [acc[8].numel]), axis=0).to(tl.float64))
+    else:
+        tl.store(out_ptr + base + 9, tl.sum(tl.reshape(acc[18], [acc[18].numel]), axis=0).to(tl.float64))
+
+
 for dtype in (torch.bfloat16, torch.float32):
     x = torch.randn(8192, 8192, device=dev).to(dtype)
     N = x.numel()
@@ -216,6 +282,20 @@ for dtype in (torch.bfloat16, torch.float32):
             out = torch.empty((P, 10), dtype=torch.float64, device=dev)
             t = bench(lambda: rows_kernel[(P,)](in_arg(x), out, N, n_tiles, ROWS=rows, V=V, IN_KIND=k, num_warps=w))
             rep(f"rows tile {rows}x{V} w{w} P={P} mode 5", t)
+    for rows in (False, True):
+        for unroll, mult in ((1, 8), (4, 2), (4, 4)):
+            for tr, w in ((8, 8), (16, 8)):
+                n_tiles = triton.cdiv(N, tr * 128)
+                P = min(n_tiles, SM * mult)
+                out = torch.empty((P, 10), dtype=torch.float64, device=dev)
+                # V: the elements one thread holds contiguously (a 16-byte vector at most).
+                v = min(V, tr * 128 // (32 * w))
+                kw = dict(TR=tr, TC=128, IN_KIND=k, ROWS=rows, UNROLL=unroll, V=v, num_warps=w)
+                t = bench(lambda: cast_stats_kernel[(P,)](in_arg(x), out, N, n_tiles, **kw))
+                rep(f"fqtool loop, cast tile {tr}x128 w{w} unroll {unroll} P={P} mode {7 if rows else 6}", t)
+                tot = out.sum(0).tolist()
+                want = error_sums_ref(x, x.to(torch.float16).to(dtype), None, input_stats=False)
+                print("  sum_d2", tot[3], "ref", want.sum_d2, "flushed", tot[9], "ref", want.flushed, flush=True)
     # the loop's sums against the reference sums
     P = SM * 4
     out = torch.empty((P, 10), dtype=torch.float64, device=dev)
