@@ -51,9 +51,11 @@ __all__ = [
     "stats_add",
     "stats_fast_ok",
     "stats_store",
+    "as_rows",
     "fq_program",
     "stats_program",
     "programs_for",
+    "check_input",
     "in_arg",
     "partials",
     "reduce",
@@ -323,6 +325,18 @@ def stats_store(acc, cnt_ptr, sum_ptr, pid, CAREFUL: tl.constexpr, INPUT_STATS: 
 
 
 @triton.jit
+def as_rows(x, q, valid, offs, bound, R: tl.constexpr, C: tl.constexpr):
+    """A tile function's outputs viewed as the 2-D (R, C) tile, the bound (one value per row)
+    as an (R, 1) column: for families whose own tiles have more axes, whose statistics measured
+    faster on this view (QType, hifx)."""
+    x = tl.reshape(x, (R, C))
+    q = tl.reshape(q, (R, C))
+    valid = tl.reshape(valid, (R, C))
+    offs = tl.reshape(offs, (R, C))
+    return x, q, valid, offs, tl.reshape(bound, (R,))[:, None]
+
+
+@triton.jit
 def fq_program(TILE: tl.constexpr, args, K: tl.constexpr, out_ptr, OUT_KIND: tl.constexpr):
     """A fake-quantization program: tile ``program_id`` of ``TILE(t, args, K) -> (x, q, valid,
     offs, bound)`` stored in the output dtype (the bound is not computed: nothing reads it)."""
@@ -418,6 +432,15 @@ def tensor_absmax(x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
     if cache is not None:
         cache[AMAX_KEY] = amax
     return amax
+
+
+def check_input(x: torch.Tensor, why: str | None, kernels: str) -> None:
+    """Refuse what a family's kernels do not run: ``why`` (the family's reason the spec is not
+    covered, or None) as a ValueError, a dtype they do not load as a TypeError."""
+    if why:
+        raise ValueError(why)
+    if x.dtype not in IN_KIND:
+        raise TypeError(f"the triton {kernels} kernels take float32, bfloat16 or float16, not {x.dtype}")
 
 
 def in_arg(t: torch.Tensor) -> torch.Tensor:

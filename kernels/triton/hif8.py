@@ -54,6 +54,7 @@ from ..reference.hif8 import HIF8_MAX, TOF8_FINITE
 from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
+    check_input,
     fq_program,
     in_arg,
     load_f32,
@@ -204,14 +205,6 @@ def _out_dtype(x: torch.Tensor, spec: FormatSpec, scaled: bool) -> torch.dtype:
     return x.dtype if out == "input" else _OUT_DTYPES[out]
 
 
-def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = unsupported_reason(spec)
-    if why:
-        raise ValueError(why)
-    if x.dtype not in IN_KIND:
-        raise TypeError(f"the triton hif8 kernels take float32, bfloat16 or float16, not {x.dtype}")
-
-
 def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
     """(flat contiguous x, output dtype, positional kernel args after the pointers, constexprs)."""
     scaled, underflow, overflow = _modes(spec)
@@ -238,7 +231,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
 
 def hif8_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
     """``fake_quantize(x, spec, backend="reference")`` for a supported HiF8 spec, bit for bit."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "hif8")
     if x.dim() == 0 or x.numel() == 0:
         from ..reference import fake_quantize_ref
 
@@ -254,7 +247,7 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
     ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size
     (plus the amax pass for ``scale=tensor``, skipped when ``cache`` holds it)."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "hif8")
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref

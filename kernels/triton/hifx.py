@@ -58,6 +58,8 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     along_last,
+    as_rows,
+    check_input,
     fq_program,
     in_arg,
     load_f32,
@@ -207,13 +209,7 @@ def _hifx_rows(t, args, K: tl.constexpr):
     kernel stores the 4-D tile: a reshape there costs a layout conversion. The statistics
     measured faster on the 2-D view than on the 4-D tile: 18 % against 10 % of copy on float32.)"""
     x, q, valid, offs, bound = _hifx_tile(t, args, K)
-    R: tl.constexpr = K[0] * 16
-    x2 = tl.reshape(x, [R, 4])
-    q2 = tl.reshape(q, [R, 4])
-    valid2 = tl.reshape(valid, [R, 4])
-    offs2 = tl.reshape(offs, [R, 4])
-    bound2 = tl.reshape(round_out(bound, K[1]), [R])[:, None]
-    return x2, q2, valid2, offs2, bound2
+    return as_rows(x, q, valid, offs, round_out(bound, K[1]), K[0] * 16, 4)
 
 
 # One fake-quantization kernel and one statistics kernel around the tile function.
@@ -252,14 +248,6 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, tile: int = TILE_ELEMS) -> 
     )
 
 
-def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = unsupported_reason(spec)
-    if why:
-        raise ValueError(why)
-    if x.dtype not in IN_KIND:
-        raise TypeError(f"the triton hifx kernels take float32, bfloat16 or float16, not {x.dtype}")
-
-
 def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
     """x with the grouped axis moved last, contiguous (``_common.along_last``); the axis index."""
     axis = spec["axis"] % x.dim()
@@ -277,7 +265,7 @@ def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
 
 def hifx_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
     """``fake_quantize(x, spec, backend="reference")`` for a supported hifx spec, bit for bit."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "hifx")
     if x.dim() == 0 or x.numel() == 0:  # the reference raises, or returns an empty tensor
         from ..reference import fake_quantize_ref
 
@@ -294,7 +282,7 @@ def hifx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
     ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size.
     ``cache`` is not used: hifx has no per-tensor reduction to share between formats."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "hifx")
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref

@@ -76,6 +76,7 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     along_last,
+    check_input,
     in_arg,
     load_f32,
     partials,
@@ -574,14 +575,6 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, L: int, tile: int = TILE_EL
     )
 
 
-def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = _reason(spec)
-    if why:
-        raise ValueError(why)
-    if x.dtype not in IN_KIND:
-        raise TypeError(f"the triton MX kernels take float32, bfloat16 or float16, not {x.dtype}")
-
-
 def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
     """x as the kernels read it, contiguous: the blocked axis moved last (``_common.along_last``,
     cached per axis), or for shared_exp=none (no blocks) the whole tensor as one row; and the
@@ -664,7 +657,7 @@ def _prepare(x: torch.Tensor, spec: FormatSpec, generator, cache, stats: bool = 
 def mx_fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:
     """``fake_quantize(x, spec, backend="reference")`` for a supported MX spec, bit for bit
     (round=dither: with the same ``generator``, in the same state)."""
-    _check(x, spec)
+    check_input(x, _reason(spec), "MX")
     if x.dim() == 0 or x.numel() == 0:
         from ..reference import fake_quantize_ref
 
@@ -687,7 +680,7 @@ def mx_sums(
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
     ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size
     (block=0 on rows longer than a tile: after a per-row amax pass, cached in ``cache``)."""
-    _check(x, spec)
+    check_input(x, _reason(spec), "MX")
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref

@@ -63,6 +63,7 @@ from ..reference.nf4 import BNB_ABSMAX_FLOOR
 from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
+    check_input,
     fq_program,
     in_arg,
     load_f32,
@@ -305,14 +306,6 @@ def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return t
 
 
-def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = unsupported_reason(spec)
-    if why:
-        raise ValueError(why)
-    if x.dtype not in IN_KIND:
-        raise TypeError(f"the triton nf4 kernels take float32, bfloat16 or float16, not {x.dtype}")
-
-
 def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tuple[torch.Tensor, int, tuple, dict]:
     """(contiguous x, block groups, runtime args, constexprs) for a non-empty x of dim >= 1, for
     fake quantization or (``stats``) the statistics kernel's smaller tiles."""
@@ -358,7 +351,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tupl
 
 def nf4_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
     """``fake_quantize(x, spec, backend="reference")`` for a supported nf4 spec, bit for bit."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "nf4")
     if x.dim() == 0 or x.numel() == 0:
         from ..reference import fake_quantize_ref
 
@@ -374,7 +367,7 @@ def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache:
     ``kernels.ranges.unit_bound``'s None), fused: no tensor of x's size is written, and x is read
     once (twice for blocks longer than ``STATS_TILE_ELEMS``). ``cache`` is not used (see the module
     docstring)."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "nf4")
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref

@@ -83,6 +83,7 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     along_last,
+    check_input,
     fq_program,
     in_arg,
     load_f32,
@@ -303,14 +304,6 @@ def _nvfp_sums(x_ptr, aux_ptr, cnt_ptr, sum_ptr, n_blocks, nblk, L, n_tiles, BPP
 # --------------------------------------------------------------------------- launchers
 
 
-def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = unsupported_reason(spec)
-    if why:
-        raise ValueError(why)
-    if x.dtype not in IN_KIND:
-        raise TypeError(f"the triton nvfp kernels take float32, bfloat16 or float16, not {x.dtype}")
-
-
 def _aux(xm: torch.Tensor, spec: FormatSpec, cache: dict | None) -> torch.Tensor:
     """What the kernel's ``aux_ptr`` points to: the tensor amax for nvfp4; nvf4 never reads it
     and gets the input itself (no allocation, no fill kernel)."""
@@ -340,7 +333,7 @@ def _prepare(x: torch.Tensor, spec: FormatSpec, cache: dict | None, bpp: int = B
 
 def nvfp_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
     """``fake_quantize(x, spec, backend="reference")`` for a supported nvf4/nvfp4 spec, bit for bit."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "nvfp")
     if x.dim() == 0 or x.numel() == 0:
         from ..reference import fake_quantize_ref
 
@@ -355,7 +348,7 @@ def nvfp_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
     ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size (plus
     the amax pass for nvfp4, skipped when ``cache`` holds it)."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "nvfp")
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref

@@ -63,6 +63,8 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     along_last,
+    as_rows,
+    check_input,
     fq_program,
     in_arg,
     load_f32,
@@ -264,14 +266,7 @@ def _qtype_rows(t, args, K: tl.constexpr):
     stores the 3-D tile: a reshape there costs a layout conversion. The statistics measured
     faster on the 2-D view than on the 3-D tile: 14 % against 8 % of copy on float32.)"""
     x, q, valid, offs, bound = _qtype_tile(t, args, K)
-    RB: tl.constexpr = K[4] * K[3]  # OPP · BP2B
-    BP2: tl.constexpr = K[2]
-    x2 = tl.reshape(x, (RB, BP2))
-    q2 = tl.reshape(q, (RB, BP2))
-    valid2 = tl.reshape(valid, (RB, BP2))
-    offs2 = tl.reshape(offs, (RB, BP2))
-    bound2 = tl.reshape(round_out(bound, K[5]), (RB,))[:, None]
-    return x2, q2, valid2, offs2, bound2
+    return as_rows(x, q, valid, offs, round_out(bound, K[5]), K[4] * K[3], K[2])  # (OPP·BP2B, BP2)
 
 
 # One fake-quantization kernel and one statistics kernel around the tile function.
@@ -336,14 +331,6 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, tile: int = TILE_ELEMS) -> 
     )
 
 
-def _check(x: torch.Tensor, spec: FormatSpec) -> None:
-    why = unsupported_reason(spec)
-    if why:
-        raise ValueError(why)
-    if x.dtype not in IN_KIND:
-        raise TypeError(f"the triton QType kernels take float32, bfloat16 or float16, not {x.dtype}")
-
-
 def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> tuple[torch.Tensor, int]:
     """x with the blocked axis moved last, contiguous (``_common.along_last``); the axis index."""
     axis = spec["axis"] % x.dim()
@@ -359,7 +346,7 @@ def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
 
 def qtype_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
     """``fake_quantize(x, spec, backend="reference")`` for a supported QType spec, bit for bit."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "QType")
     if x.dim() == 0 or x.numel() == 0:
         from ..reference import fake_quantize_ref
 
@@ -376,7 +363,7 @@ def qtype_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
 def qtype_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache: dict | None = None) -> ErrorSums:
     """The :class:`ErrorSums` of ``fake_quantize(x, spec)`` with the clip bound of
     ``kernels.ranges.unit_bound``, in one pass over x that writes no tensor of x's size."""
-    _check(x, spec)
+    check_input(x, unsupported_reason(spec), "QType")
     if x.dim() == 0 or x.numel() == 0:
         from ..ranges import unit_bound
         from ..reference import fake_quantize_ref
