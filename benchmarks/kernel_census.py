@@ -7,9 +7,12 @@ code is unrolled, so for a fake-quantization kernel this is a faithful proxy for
 instructions per element between two versions of it; a statistics kernel holds its loop body
 twice, fast and careful pass, plus the reductions) and its ``cvt`` instructions (type
 conversions; the float ones issue at 16 per SM and clock on sm_90, an eighth of the float32
-rate), the registers per thread and bytes spilled that ``ptxas -v`` reports (Triton's bundled
-ptxas; registers bound how many warps an SM holds, which the statistics loop needs to hide
-memory latency), and whether it compiled. A cheap way to see what a kernel change does to
+rate), its ``shfl`` (exchanges between threads) and ``bar`` (block barriers) instructions,
+the registers per thread and bytes spilled that ``ptxas -v`` reports (Triton's bundled ptxas;
+registers bound how many warps an SM holds), the machine instructions (SASS, from Triton's
+bundled ``nvdisasm``) in the body of its first loop (a statistics kernel's fast pass: divided
+by the elements one thread takes per iteration, the instructions per element, which bound the
+statistics on the GPU), and whether it compiled. A cheap way to see what a kernel change does to
 the instruction count before spending GPU time, and to check that the kernels compile with the
 Triton version the GPU machine has:
 
@@ -133,6 +136,40 @@ def ptxas_usage(ptx: str) -> str:
     return f", {regs.group(1) if regs else '?'} regs, {spill.group(1) if spill else '?'} B spilled"
 
 
+def loop_sass(cubin: bytes) -> str:
+    """``, loop N SASS (OP n, ...)`` for the first loop of a compiled kernel (the statistics
+    kernels' fast pass; a fake-quantization kernel has none): its body's instructions, from
+    Triton's bundled ``nvdisasm``, and the commonest opcodes; '' without a loop or nvdisasm."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton.backends.nvidia as nv
+
+    nvdisasm = Path(nv.__file__).parent / "bin" / "nvdisasm"
+    if not nvdisasm.exists():
+        return ""
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "k.cubin"
+        src.write_bytes(cubin)
+        sass = subprocess.run([str(nvdisasm), "-c", str(src)], capture_output=True, text=True).stdout
+    ops, labels = [], {}
+    for line in sass.splitlines():
+        label = re.match(r"\s*\.(L_x_\d+):", line)
+        if label:
+            labels[label.group(1)] = len(ops)
+        ins = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(.*?);", line)
+        if ins:
+            ops.append(ins.group(1))
+    for i, op in enumerate(ops):
+        target = re.search(r"BRA\s.*?`\(\.(L_x_\d+)\)", op)
+        if target and labels.get(target.group(1), i) < i:  # the first backward branch
+            body = [re.sub(r"^@!?U?P\w+\s+", "", o).split()[0] for o in ops[labels[target.group(1)] : i + 1]]
+            top = collections.Counter(body).most_common(4)
+            return f", loop {len(body)} SASS ({', '.join(f'{o} {n}' for o, n in top)})"
+    return ""
+
+
 def main() -> int:
     formats = (sys.argv[1] if len(sys.argv) > 1 else FORMATS).split(";")
     target = GPUTarget("cuda", 90, 32)
@@ -155,9 +192,12 @@ def main() -> int:
         ptx = k.asm["ptx"].splitlines()
         n = len(ptx)
         cvt = sum(1 for line in ptx if line.lstrip().startswith("cvt."))
+        shfl = sum(1 for line in ptx if line.lstrip().startswith("shfl."))
+        bar = sum(1 for line in ptx if line.lstrip().startswith(("bar.", "barrier.")))
         lines[fn.fn.__name__].append(n)
-        usage = ptxas_usage(k.asm["ptx"])
-        print(f"  {fn.fn.__name__}: {n} PTX lines, {cvt} cvt{usage} ({time.perf_counter() - t:.1f} s)", flush=True)
+        usage = ptxas_usage(k.asm["ptx"]) + loop_sass(k.asm["cubin"])
+        counts = f"{n} PTX lines, {cvt} cvt, {shfl} shfl, {bar} bar{usage}"
+        print(f"  {fn.fn.__name__}: {counts} ({time.perf_counter() - t:.1f} s)", flush=True)
     print(f"triton {triton.__version__}, sm_90, bf16 64x8192: {len(seen) - failed} kernels compiled, {failed} failed")
     for name, ns in sorted(lines.items()):
         print(f"  {name:24s} {len(ns)} variant(s), PTX lines per thread {min(ns)}..{max(ns)}")

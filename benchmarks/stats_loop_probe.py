@@ -213,13 +213,13 @@ def cast_stats_kernel(x_ptr, out_ptr, n, n_tiles, TR: tl.constexpr, TC: tl.const
     pid = tl.program_id(0)
     step = tl.num_programs(0)
     zero = pid * 0
-    K: tl.constexpr = (TR, TC, IN_KIND, 2)
+    K: tl.constexpr = (TR, TC, IN_KIND, 2, True)
     if ROWS:
         zf = tl.zeros([TR * TC // V], tl.float64)
         zi = tl.zeros([TR * TC // V], tl.int32)
         acc = (zf, zf, zf, zf, zf, zf, zi, zi, zi)
     else:
-        acc = stats_init((TR, TC))
+        acc = stats_init(TR * TC)
     for t0 in range(pid, n_tiles, step * UNROLL):
         for u in tl.static_range(UNROLL):
             t = t0 + zero + u * step
@@ -229,7 +229,7 @@ def cast_stats_kernel(x_ptr, out_ptr, n, n_tiles, TR: tl.constexpr, TC: tl.const
             if ROWS:
                 acc = rows_add(acc, x, q, live, bound, IN_KIND, V)
             else:
-                acc = stats_add(acc, x, q, live, bound, IN_KIND, False, False, False)
+                acc = stats_add(acc, x, q, live, bound, IN_KIND, False, False, False, 1)
     base = pid.to(tl.int64) * 10
     for i in tl.static_range(5):
         tl.store(out_ptr + base + i, tl.sum(tl.reshape(acc[i], [acc[i].numel]), axis=0))

@@ -11,7 +11,7 @@ holds the runtime arguments, ``K`` the constexprs. Its kernels hand that functio
 - :func:`stats_program`: the fused quantize + statistics. Each program runs tiles ``pid``,
   ``pid + num_programs``, ... and accumulates every sum and count *per lane* in registers
   (:func:`stats_add`: a float64 FMA per sum and element), then reduces across its lanes once
-  (:func:`stats_store`). The launcher sizes the grid with :func:`programs_for`, allocates the
+  (:func:`stats_store`). The launcher sizes the grid with :func:`stats_grid`, allocates the
   partials with :func:`partials` and merges them on the device with :func:`reduce` into a
   :class:`kernels.stats.ErrorSums` equal to ``error_sums_ref(x, q, unit_bound(x, spec))``: the
   counts exactly, the sums to float64 rounding (they are float64 per lane and only their order
@@ -54,7 +54,8 @@ __all__ = [
     "as_rows",
     "fq_program",
     "stats_program",
-    "programs_for",
+    "stats_grid",
+    "lanes_v",
     "check_input",
     "in_arg",
     "partials",
@@ -165,16 +166,29 @@ def _min2(v):
 
 
 @triton.jit
-def stats_init(SHAPE: tl.constexpr):
-    """The zero accumulators of :func:`stats_add` for tiles of shape ``SHAPE`` (a tuple, any
-    rank): one value per tile lane, carried through a program's loop over its tiles."""
-    zf = tl.zeros(SHAPE, tl.float64)
-    zi = tl.zeros(SHAPE, tl.int32)
-    mn = tl.full(SHAPE, float("inf"), tl.float32)
-    mx = tl.full(SHAPE, float("-inf"), tl.float32)
+def stats_init(LANES: tl.constexpr):
+    """The zero accumulators of :func:`stats_add`: ``LANES`` values per quantity (the tile's
+    elements over ``V``), carried through a program's loop over its tiles."""
+    zf = tl.zeros([LANES], tl.float64)
+    zi = tl.zeros([LANES], tl.int32)
+    mn = tl.full([LANES], float("inf"), tl.float32)
+    mx = tl.full([LANES], float("-inf"), tl.float32)
     # sx2 sq2 sxq sd2 sad mad | s1 s2 shift | min max | numel nx n nan_in nan_out inf_out clipped flushed
     # | bad have_shift
     return (zf, zf, zf, zf, zf, zf, zf, zf, zf, mn, mx, zi, zi, zi, zi, zi, zi, zi, zi, zi, zi)
+
+
+@triton.jit
+def _runs(v, V: tl.constexpr):
+    """A tile of any rank as (elements / V, V): each row a run of V consecutive elements, which
+    one thread holds (V is at most what a thread loads at once, see :func:`lanes_v`), so
+    reducing a row costs no data exchange between threads."""
+    return tl.reshape(v, [v.numel // V, V])
+
+
+@triton.jit
+def _rsum(v, V: tl.constexpr):
+    return tl.sum(_runs(v, V), axis=1)
 
 
 @triton.jit
@@ -188,12 +202,15 @@ def stats_add(
     EXACT_OUT: tl.constexpr,
     CAREFUL: tl.constexpr,
     INPUT_STATS: tl.constexpr,
+    V: tl.constexpr,
 ):
     """``acc`` (:func:`stats_init`) plus one tile: x and q float32 (q *not yet* rounded to the
     output dtype), ``valid`` the tile's in-bounds mask, ``bound`` the clip bound of each element
     (broadcastable; +Inf never clips, NaN counts nothing).
 
-    Every quantity is accumulated per lane (a float64 FMA per sum), so a program reduces across
+    Every quantity is summed over each run of ``V`` consecutive tile elements, within the
+    thread that holds them, and accumulated per run (a float64 sum per quantity), so a program
+    carries one accumulator per quantity for every V elements of its tile and reduces across
     its lanes once, in :func:`stats_store`, however many tiles it runs. Two modes:
 
     - ``CAREFUL=False``, the fast path: no NaN/Inf masking (an Inf or NaN in x or q makes the
@@ -206,53 +223,60 @@ def stats_add(
     sx2, sq2, sxq, sd2, sad, mad, s1, s2, c, mn, mx, nv, nx, nb, nan_in, nan_out, inf_out, clip, flush, bad, hc = acc
     q = tl.where(valid, q, 0.0)
     xa = tl.abs(x)
+    # ``valid`` itself, but computed from x (0 where not valid): a count of ``valid`` alone is
+    # laid out like the tile's offsets, not like x, and took a shared-memory shuffle per tile.
+    valid_x = valid | (x != x)
+    if CAREFUL or INPUT_STATS:
+        # (The fast pass without the input's moments counts nothing here: see stats_store.)
+        nv += _rsum(valid_x.to(tl.int32), V)
     if CAREFUL:
         q = round_out(q, OUT_KIND)
         qa = tl.abs(q)
         fx = valid & (xa < float("inf"))  # false for NaN too
         both = fx & (qa < float("inf"))
-        nv += valid.to(tl.int32)
-        nx += fx.to(tl.int32)
-        nb += both.to(tl.int32)
-        nan_in += (valid & (x != x)).to(tl.int32)
-        nan_out += (valid & (q != q)).to(tl.int32)
-        inf_out += (valid & (qa == float("inf"))).to(tl.int32)
-        clip += (fx & (xa > bound)).to(tl.int32)
-        flush += (fx & (x != 0.0) & (q == 0.0)).to(tl.int32)
+        nx += _rsum(fx.to(tl.int32), V)
+        nb += _rsum(both.to(tl.int32), V)
+        nan_in += _rsum((valid & (x != x)).to(tl.int32), V)
+        nan_out += _rsum((valid & (q != q)).to(tl.int32), V)
+        inf_out += _rsum((valid & (qa == float("inf"))).to(tl.int32), V)
+        clip += _rsum((fx & (xa > bound)).to(tl.int32), V)
+        flush += _rsum((fx & (x != 0.0) & (q == 0.0)).to(tl.int32), V)
         x64 = tl.where(both, x, 0.0).to(tl.float64)
         q64 = tl.where(both, q, 0.0).to(tl.float64)
         fin = fx
-        xin = tl.where(fx, x, 0.0).to(tl.float64)
+        xin = tl.where(fx, x, 0.0)
     else:
         if OUT_KIND == 1 and EXACT_OUT:
-            bad = bad | (q.to(tl.int32, bitcast=True) & 0xFFFF)
+            bad = bad | tl.max(_runs(q.to(tl.int32, bitcast=True) & 0xFFFF, V), axis=1)
         else:
             q = round_out(q, OUT_KIND)
-        nv += valid.to(tl.int32)
-        clip += (xa > bound).to(tl.int32)
-        flush += ((x != 0.0) & (q == 0.0)).to(tl.int32)
+        clip += _rsum((xa > bound).to(tl.int32), V)
+        flush += _rsum(((x != 0.0) & (q == 0.0)).to(tl.int32), V)
         x64 = x.to(tl.float64)
         q64 = q.to(tl.float64)
         fin = valid
-        xin = x64
+        xin = x
     d = q64 - x64  # exact in float64
     ad = tl.abs(d)
-    sx2 += x64 * x64
-    sq2 += q64 * q64
-    sxq += x64 * q64
-    sd2 += d * d
-    sad += ad
-    mad = tl.maximum(mad, ad)
+    sx2 += _rsum(x64 * x64, V)
+    sq2 += _rsum(q64 * q64, V)
+    sxq += _rsum(x64 * q64, V)
+    sd2 += _rsum(d * d, V)
+    sad += _rsum(ad, V)
+    mad = tl.maximum(mad, tl.max(_runs(ad, V), axis=1))
     if INPUT_STATS:
-        # Moments around a per-lane shift (the lane's first finite element): exact to float64
-        # rounding however far the mean lies from zero; lanes merge in stats_store.
-        c = tl.where(hc != 0, c, xin)
-        hc = hc | fin.to(tl.int32)
-        dev = tl.where(fin, xin - c, 0.0)
-        s1 += dev
-        s2 += dev * dev
-        mn = tl.minimum(mn, tl.where(fin, x, float("inf")))
-        mx = tl.maximum(mx, tl.where(fin, x, float("-inf")))
+        # Moments around a per-run shift (the largest finite element of the run's first tile
+        # that has one): exact to float64 rounding however far the mean lies from zero; runs
+        # merge in stats_store.
+        xr = _runs(xin, V)
+        fr = _runs(fin, V)
+        c = tl.where(hc != 0, c, tl.max(tl.where(fr, xr, float("-inf")), axis=1).to(tl.float64))
+        hc = hc | tl.max(fr.to(tl.int32), axis=1)
+        dev = tl.where(fr, xr.to(tl.float64) - c[:, None], 0.0)
+        s1 += tl.sum(dev, axis=1)
+        s2 += tl.sum(dev * dev, axis=1)
+        mn = tl.minimum(mn, tl.min(tl.where(fr, xr, float("inf")), axis=1))
+        mx = tl.maximum(mx, tl.max(tl.where(fr, xr, float("-inf")), axis=1))
     return (sx2, sq2, sxq, sd2, sad, mad, s1, s2, c, mn, mx, nv, nx, nb, nan_in, nan_out, inf_out, clip, flush, bad, hc)
 
 
@@ -270,7 +294,10 @@ def stats_fast_ok(acc):
 @triton.jit
 def stats_store(acc, cnt_ptr, sum_ptr, pid, CAREFUL: tl.constexpr, INPUT_STATS: tl.constexpr):
     """Write the program's counts (int32, ``COUNTS``) and float64 partials (``FSUMS``) from the
-    per-lane accumulators of :func:`stats_add` (fast or careful pass)."""
+    per-lane accumulators of :func:`stats_add` (fast or careful pass). A fast pass without the
+    input's moments has counted no elements and stores 0 for numel, n and nx: in it every
+    element is finite, x and q, so :func:`reduce` recovers those counts from the tensor's size
+    and what the careful programs counted."""
     sx2, sq2, sxq, sd2, sad, mad, s1, s2, c, mn, mx, nv, nx, nb, nan_in, nan_out, inf_out, clip, flush, bad, hc = acc
     n_valid = _sum2(nv)
     base = pid.to(tl.int64) * 9
@@ -308,7 +335,7 @@ def stats_store(acc, cnt_ptr, sum_ptr, pid, CAREFUL: tl.constexpr, INPUT_STATS: 
         # Each lane's (n, mean, M2) around its shift, merged by Chan et al.'s formula.
         n_l = lane_n.to(tl.float64)
         n1 = tl.maximum(n_l, 1.0)
-        mean_l = c + s1 / n1
+        mean_l = tl.where(lane_n > 0, c + s1 / n1, 0.0)  # c is -Inf where a run saw nothing finite
         m2_l = s2 - s1 * s1 / n1
         mean = _sum2(n_l * mean_l) / tl.maximum(n_x, 1).to(tl.float64)
         dm = tl.where(lane_n > 0, mean_l - mean, 0.0)
@@ -357,16 +384,18 @@ def stats_program(
     EXACT_OUT: tl.constexpr,
     INPUT_STATS: tl.constexpr,
     UNROLL: tl.constexpr = 1,
+    V: tl.constexpr = 1,
 ):
     """A fused statistics program: tiles ``program_id``, ``+ num_programs``, ... of ``TILE``
-    (of shape ``SHAPE``, any rank) through :func:`stats_add`'s fast pass, again through its careful pass if the
-    fast one does not stand, then :func:`stats_store`. ``EXACT_OUT``: the family's q is
-    normally a bfloat16 already (a few significant bits times a power of two), so the fast pass
-    checks that instead of rounding."""
+    (of shape ``SHAPE``, any rank) through :func:`stats_add`'s fast pass, again through its
+    careful pass if the fast one does not stand, then :func:`stats_store`. ``EXACT_OUT``: the
+    family's q is normally a bfloat16 already (a few significant bits times a power of two), so
+    the fast pass checks that instead of rounding. ``V``: :func:`lanes_v` of the tile."""
     pid = tl.program_id(0)
     step = tl.num_programs(0)
     zero = pid * 0  # the loop index as a tensor in Triton's interpreter too (there it is an int)
-    acc = stats_init(SHAPE)
+    LANES: tl.constexpr = tl.zeros(SHAPE, tl.int8).numel // V
+    acc = stats_init(LANES)
     # UNROLL tiles per iteration, so that each thread has the loads of several tiles in flight
     # (one tile's alone leave the GPU waiting on memory); past the end a tile is masked off.
     for t0 in range(pid, n_tiles, step * UNROLL):
@@ -375,14 +404,14 @@ def stats_program(
             x, q, valid, offs, bound = TILE(tl.minimum(t, n_tiles - 1), args, K)
             live = valid & (t < n_tiles)
             x = tl.where(live, x, 0.0)
-            acc = stats_add(acc, x, q, live, bound, OUT_KIND, EXACT_OUT, False, INPUT_STATS)
+            acc = stats_add(acc, x, q, live, bound, OUT_KIND, EXACT_OUT, False, INPUT_STATS, V)
     if stats_fast_ok(acc):
         stats_store(acc, cnt_ptr, sum_ptr, pid, False, INPUT_STATS)
     else:
-        acc = stats_init(SHAPE)
+        acc = stats_init(LANES)
         for t in range(pid, n_tiles, step):
             x, q, valid, offs, bound = TILE(t + zero, args, K)
-            acc = stats_add(acc, x, q, valid, bound, OUT_KIND, EXACT_OUT, True, INPUT_STATS)
+            acc = stats_add(acc, x, q, valid, bound, OUT_KIND, EXACT_OUT, True, INPUT_STATS, V)
         stats_store(acc, cnt_ptr, sum_ptr, pid, True, INPUT_STATS)
 
 
@@ -449,20 +478,53 @@ def in_arg(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.int16) if t.dtype == torch.bfloat16 and not _NATIVE_BF16 else t
 
 
-def programs_for(tiles: int, device: torch.device, unroll: int = 1) -> int:
-    """How many programs a statistics kernel launches for ``tiles`` tiles: each loops over every
-    ``programs``-th tile, ``unroll`` (:func:`stats_program`'s ``UNROLL``) per iteration, so the
-    cross-lane reductions run once per program. ``PROGRAMS_PER_SM[unroll]`` per SM on the GPU;
-    a few on the CPU, so that Triton's interpreter runs the loops over several tiles too."""
+def lanes_v(shape: tuple[int, ...], dtype: torch.dtype, warps: int, unroll: int, input_stats: bool) -> int:
+    """The ``V`` of :func:`stats_program` for a tile of ``shape`` read from a ``dtype`` tensor by
+    ``warps`` warps, ``unroll`` tiles per iteration: how many consecutive elements of the tile one
+    thread holds, as Triton lays out a load along the tile's last axis (a 16-byte vector at most,
+    the whole last axis at most, the tile's share per thread at most; powers of two, like the
+    tile's axes). But 1 (an accumulator per element) for an unrolled loop without the input's
+    moments: there the accumulators' registers matter less than the float64 FMA per element,
+    which the sums of runs turn into a multiply and an add (H200: MX 19 % / 36 % of copy against
+    16 % / 34 %, the bf16 cast 38 % / 53 % against 31 % / 46 %; every other case, and the
+    heavier tiles most, is faster with runs: hifx 12 % / 23 % against 5 % / 10 %)."""
+    if unroll > 1 and not input_stats:
+        return 1
+    numel = 1
+    for n in shape:
+        numel *= n
+    return max(1, min(16 // dtype.itemsize, shape[-1], numel // (32 * warps)))
+
+
+def stats_grid(family: str, dtype: torch.dtype, tiles: int, device: torch.device) -> tuple[int, int]:
+    """(programs, unroll) of a statistics kernel of ``family`` (a key of :data:`STATS_UNROLL`)
+    over ``tiles`` tiles of a ``dtype`` input: each program loops over every ``programs``-th
+    tile, ``unroll`` (:func:`stats_program`'s ``UNROLL``) per iteration, so the cross-lane
+    reductions run once per program. ``PROGRAMS_PER_SM[unroll]`` per SM on the GPU; a few on
+    the CPU, so that Triton's interpreter runs the loops over several tiles too."""
+    unroll = STATS_UNROLL[family].get(dtype, 1)
     if device.type == "cuda":
-        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * _sm_count(device.index)))
-    return max(1, min(tiles, 3))
+        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * _sm_count(device.index))), unroll
+    return max(1, min(tiles, 3)), unroll
 
 
-#: Statistics programs per SM on the GPU, by the loop's unroll factor: what measured fastest on
-#: the H200 (2026-11-30/12-01, benchmarks/results/h200.md). Unrolling 4-fold helps the light
-#: tiles (MX, the casts, int8sym and hif8 on bfloat16) and slows the heavier ones, which keep 1.
-PROGRAMS_PER_SM = {1: 8, 4: 2}
+#: Tiles per iteration of each family's statistics loop, by input dtype (absent: 1), and
+#: statistics programs per SM on the GPU by that unroll factor: what measured fastest on the
+#: H200 (benchmarks/results/h200.md).
+STATS_UNROLL: dict[str, dict[torch.dtype, int]] = {
+    "mx": {torch.float32: 4, torch.bfloat16: 4, torch.float16: 4},
+    # minus_exp=auto: its tiles are long already (unrolled, they took minutes to compile)
+    "mx_auto": {},
+    "cast": {torch.float32: 4, torch.bfloat16: 4, torch.float16: 4},
+    "int8sym": {},
+    "hif8": {},
+    "fp8": {},
+    "nvfp": {},
+    "qtype": {},
+    "hifx": {},
+    "nf4": {},
+}
+PROGRAMS_PER_SM = {1: 8, 2: 4, 4: 2}
 _SMS: dict = {}
 
 
@@ -529,12 +591,13 @@ _MERGE_RPP = 2048
 _MERGE_R = 256
 
 
-def reduce(cnt: torch.Tensor, sums: torch.Tensor, input_stats: bool = True) -> ErrorSums:
+def reduce(cnt: torch.Tensor, sums: torch.Tensor, numel: int, input_stats: bool = True) -> ErrorSums:
     """Merge the per-program partials in float64: the counts and sums add, the moments by the
     parallel form of Chan et al.'s formula (M2 = sum M2_i + sum n_i (mean_i - mean)^2).
 
     On the partials' device, by :func:`_merge_kernel` (one launch per 2048-fold reduction: two
-    for up to 4 M programs), then one small transfer to the host. ``input_stats=False`` leaves
+    for up to 4 M programs), then one small transfer to the host. ``numel``: the elements of
+    the tensor the programs covered (see :func:`stats_store`). ``input_stats=False`` leaves
     the input's moments empty, like ``error_sums_ref(..., input_stats=False)``."""
     while True:
         P = cnt.shape[0]
@@ -545,9 +608,14 @@ def reduce(cnt: torch.Tensor, sums: torch.Tensor, input_stats: bool = True) -> E
         cnt, sums = c_out, s_out
         if G == 1:
             break
-    counts = cnt.reshape(-1).tolist()
+    counts = dict(zip(COUNTS, cnt.reshape(-1).tolist(), strict=True))
     floats = sums.reshape(-1).tolist()
-    out = ErrorSums(**dict(zip(COUNTS, counts, strict=True)))
+    # Programs store numel = n = nx = 0 (fast pass without the moments: all finite) or their true
+    # counts; either way numel - n and numel - nx sum to the tensor's elements that are not.
+    for k in ("n", "nx"):
+        counts[k] = numel - (counts["numel"] - counts[k])
+    counts["numel"] = numel
+    out = ErrorSums(**counts)
     out.sum_x2, out.sum_q2, out.sum_xq, out.sum_d2, out.sum_ad = floats[:5]
     out.max_ad = floats[5] if out.n else 0.0
     if not input_stats:

@@ -57,11 +57,12 @@ from ._common import (
     check_input,
     fq_program,
     in_arg,
+    lanes_v,
     load_f32,
     partials,
-    programs_for,
     reduce,
     round_out,
+    stats_grid,
     stats_program,
     tensor_absmax,
 )
@@ -180,11 +181,12 @@ def _hif8_fq_kernel(x_ptr, out_ptr, amax_ptr, k, n, IN_KIND: tl.constexpr, OUT_K
 def _hif8_sums_kernel(x_ptr, cnt_ptr, sum_ptr, amax_ptr, k, n, n_tiles, IN_KIND: tl.constexpr,
                       OUT_KIND: tl.constexpr, SCALED: tl.constexpr, FLUSH: tl.constexpr, OVERFLOW: tl.constexpr,
                       KEEP_INF: tl.constexpr, TOP: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
-                      EXACT_OUT: tl.constexpr, INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
+                      EXACT_OUT: tl.constexpr, INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr,
+                      V: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)
     args = (x_ptr, amax_ptr, k, n)
     stats_program(_hif8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (ROWS, COLS), OUT_KIND, EXACT_OUT, INPUT_STATS,
-                  UNROLL)  # fmt: skip
+                  UNROLL, V)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- launchers
@@ -257,17 +259,16 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     xf, _, args, c = _launch_args(x, spec, cache)
     c["ROWS"] = _STATS_ROWS
     tiles = triton.cdiv(xf.numel(), _STATS_ROWS * TILE_COLS)
-    unroll = 4 if x.dtype == torch.bfloat16 else 1  # what measured faster on the H200
-    programs = programs_for(tiles, x.device, unroll)
+    programs, unroll = stats_grid("hif8", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
     # Unscaled, q is a HiF8 value (at most 3 mantissa bits, a bfloat16); scaled, it is that
     # divided by an arbitrary float32 s, which the output rounding normally changes.
     exact = not c["SCALED"]
     _hif8_sums_kernel[(programs,)](
         in_arg(xf), cnt, sums, *args, n_tiles=tiles, EXACT_OUT=exact, INPUT_STATS=input_stats, UNROLL=unroll, **c,
-        num_warps=_STATS_WARPS,
+        V=lanes_v((_STATS_ROWS, TILE_COLS), x.dtype, _STATS_WARPS, unroll, input_stats), num_warps=_STATS_WARPS,
     )  # fmt: skip
-    return reduce(cnt, sums, input_stats)
+    return reduce(cnt, sums, x.numel(), input_stats)
 
 
 def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:

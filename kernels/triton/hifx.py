@@ -62,12 +62,13 @@ from ._common import (
     check_input,
     fq_program,
     in_arg,
+    lanes_v,
     load_f32,
     partials,
     pow2,
-    programs_for,
     reduce,
     round_out,
+    stats_grid,
     stats_program,
 )
 
@@ -225,11 +226,11 @@ def _hifx_fq(x_ptr, out_ptr, n_groups, ngrp, L, GPP: tl.constexpr, IN_KIND: tl.c
 @triton.jit
 def _hifx_sums(x_ptr, cnt_ptr, sum_ptr, n_groups, ngrp, L, n_tiles, GPP: tl.constexpr, IN_KIND: tl.constexpr,
                M: tl.constexpr, TORCH: tl.constexpr, EPS: tl.constexpr, L1_LO: tl.constexpr, L1_HI: tl.constexpr,
-               INPUT_STATS: tl.constexpr):  # fmt: skip
+               INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (GPP, IN_KIND, M, TORCH, EPS, L1_LO, L1_HI)
     # EXACT_OUT=True: q = k·2^(S-M+1) with k < 2^M <= 16 is normally a bfloat16 already.
     stats_program(_hifx_rows, (x_ptr, n_groups, ngrp, L), K, n_tiles, cnt_ptr, sum_ptr, (GPP * 16, 4), IN_KIND, True,
-                  INPUT_STATS)  # fmt: skip
+                  INPUT_STATS, UNROLL, V)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- launchers
@@ -292,12 +293,14 @@ def hifx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     xm, _ = _rows_view(x.detach(), spec, cache)
     c = _constants(spec, x.dtype, STATS_ELEMS)
     n_groups, ngrp, L, tiles = _grid(xm, c)
-    programs = programs_for(tiles, x.device)
+    programs, unroll = stats_grid("hifx", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
+    v = lanes_v((c["GPP"] * 16, 4), x.dtype, STATS_WARPS, unroll, input_stats)
     _hifx_sums[(programs,)](
-        in_arg(xm), cnt, sums, n_groups, ngrp, L, tiles, INPUT_STATS=input_stats, num_warps=STATS_WARPS, **c
-    )
-    return reduce(cnt, sums, input_stats)
+        in_arg(xm), cnt, sums, n_groups, ngrp, L, tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v,
+        num_warps=STATS_WARPS, **c,
+    )  # fmt: skip
+    return reduce(cnt, sums, x.numel(), input_stats)
 
 
 def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -78,12 +78,13 @@ from ._common import (
     along_last,
     check_input,
     in_arg,
+    lanes_v,
     load_f32,
     partials,
     pow2,
-    programs_for,
     reduce,
     round_out,
+    stats_grid,
     stats_program,
     store_out,
 )
@@ -473,13 +474,15 @@ def _mx_sums_kernel(
     EVEN: tl.constexpr,
     INPUT_STATS: tl.constexpr,
     UNROLL: tl.constexpr,
+    V: tl.constexpr,
 ):
     K: tl.constexpr = (BLOCK, BP2, BPP, IN_KIND, IS_INT, M, EMIN, EMAX, MAX_NORM, SCALE_EMAX, BUMP_GT, MINUS_EXP,
                        EVEN_RULE, ROUND, FLUSH, PER_ELEM, ROWSTAT, AUTO, LEVEL, AUTO_FIX, EVEN)  # fmt: skip
     args = (x_ptr, u_ptr, amax_ptr, d_ptr, n_blocks, nblk, L)
     # q is an element (a few significant bits) times a power of two: a bfloat16 but for
     # float32-subnormal results, which the careful pass of stats_program rounds.
-    stats_program(_mx_stats_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BPP, BP2), IN_KIND, True, INPUT_STATS, UNROLL)
+    stats_program(_mx_stats_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BPP, BP2), IN_KIND, True, INPUT_STATS, UNROLL,
+                  V)  # fmt: skip
 
 
 @triton.jit
@@ -689,15 +692,14 @@ def mx_sums(
         q = fake_quantize_ref(x, spec, generator)
         return error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
     xm, axis, c, ptrs, (n_blocks, nblk, L, tiles) = _prepare(x, spec, generator, cache, stats=True)
-    # The statistics loop 4 tiles per iteration; the auto minus_exp tiles are long already
-    # (unrolled, they took minutes to compile).
-    unroll = 1 if c["AUTO"] else 4
-    programs = programs_for(tiles, x.device, unroll)
+    programs, unroll = stats_grid("mx_auto" if c["AUTO"] else "mx", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
+    v = lanes_v((c["BPP"], c["BP2"]), x.dtype, STATS_WARPS, unroll, input_stats)
     _mx_sums_kernel[(programs,)](
-        *ptrs, cnt, sums, n_blocks, nblk, L, tiles, INPUT_STATS=input_stats, UNROLL=unroll, num_warps=STATS_WARPS, **c
-    )
-    return reduce(cnt, sums, input_stats)
+        *ptrs, cnt, sums, n_blocks, nblk, L, tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v,
+        num_warps=STATS_WARPS, **c,
+    )  # fmt: skip
+    return reduce(cnt, sums, x.numel(), input_stats)
 
 
 fake_quantize = mx_fake_quantize

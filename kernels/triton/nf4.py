@@ -68,10 +68,10 @@ from ._common import (
     in_arg,
     load_f32,
     partials,
-    programs_for,
     reduce,
     stats_add,
     stats_fast_ok,
+    stats_grid,
     stats_init,
     stats_program,
     stats_store,
@@ -223,7 +223,7 @@ def _nf4_tile(t, args, K: tl.constexpr):
 
 @triton.jit
 def _nf4_chunked_stats(args, K: tl.constexpr, n_groups, cnt_ptr, sum_ptr, R: tl.constexpr, C: tl.constexpr,
-                       INPUT_STATS: tl.constexpr):  # fmt: skip
+                       INPUT_STATS: tl.constexpr, V: tl.constexpr):  # fmt: skip
     """``_common.stats_program`` for blocks in NCH chunks: the program loops over block groups
     ``pid``, ``+ num_programs``, ...; per group it takes the absmax over all chunks, then adds
     each chunk (a tile of shape (R, C)) to the per-lane accumulators. The careful pass, if the
@@ -234,21 +234,21 @@ def _nf4_chunked_stats(args, K: tl.constexpr, n_groups, cnt_ptr, sum_ptr, R: tl.
     step = tl.num_programs(0)
     zero = pid * 0  # the loop index as a tensor in Triton's interpreter too (there it is an int)
     inf = tl.full([1, 1], float("inf"), tl.float32)  # nothing clips
-    acc = stats_init((R, C))
+    acc = stats_init(R * C // V)
     for g in range(pid, n_groups, step):
         amax = _nf4_group_amax(g + zero, args, K)
         for c in range(0, NCH):
             x, q, valid, offs = _nf4_chunk(g + zero, c, amax, args, K)
-            acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, False, INPUT_STATS)
+            acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, False, INPUT_STATS, V)
     if stats_fast_ok(acc):
         stats_store(acc, cnt_ptr, sum_ptr, pid, False, INPUT_STATS)
     else:
-        acc = stats_init((R, C))
+        acc = stats_init(R * C // V)
         for g in range(pid, n_groups, step):
             amax = _nf4_group_amax(g + zero, args, K)
             for c in range(0, NCH):
                 x, q, valid, offs = _nf4_chunk(g + zero, c, amax, args, K)
-                acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, True, INPUT_STATS)
+                acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, True, INPUT_STATS, V)
         stats_store(acc, cnt_ptr, sum_ptr, pid, True, INPUT_STATS)
 
 
@@ -277,7 +277,7 @@ def _nf4_fq(x_ptr, out_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, BLOCK: 
 def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, n_tiles, BLOCK: tl.constexpr,
               KC: tl.constexpr, NCH: tl.constexpr, BPP: tl.constexpr, IN_KIND: tl.constexpr, TRANS: tl.constexpr,
               FLOOR_BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr,
-              INPUT_STATS: tl.constexpr):  # fmt: skip
+              INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
     """The fused statistics over ``n_tiles`` block groups (EXACT_OUT False: see the module docstring)."""
     K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
     args = (x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER)
@@ -288,9 +288,9 @@ def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INN
         R: tl.constexpr = BPP
         C: tl.constexpr = KC
     if NCH == 1:
-        stats_program(_nf4_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (R, C), IN_KIND, False, INPUT_STATS)
+        stats_program(_nf4_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (R, C), IN_KIND, False, INPUT_STATS, UNROLL, V)
     else:
-        _nf4_chunked_stats(args, K, n_tiles, cnt_ptr, sum_ptr, R, C, INPUT_STATS)
+        _nf4_chunked_stats(args, K, n_tiles, cnt_ptr, sum_ptr, R, C, INPUT_STATS, V)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -375,10 +375,14 @@ def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache:
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xc, groups, args, c = _launch_args(x, spec, stats=True)
-    programs = programs_for(groups, x.device)
+    # (Blocks in chunks, NCH > 1, loop over their chunks instead: UNROLL does not apply.)
+    programs, unroll = stats_grid("nf4", x.dtype, groups, x.device)
     cnt, sums_ = partials(programs, x.device)
-    _nf4_sums[(programs,)](in_arg(xc), cnt, sums_, *args, n_tiles=groups, INPUT_STATS=bool(input_stats), **c)
-    return reduce(cnt, sums_, input_stats)
+    # V=1: the table look-ups of step 3 give the tile a layout of one element per thread along
+    # the block, in which runs of consecutive elements would be summed across threads.
+    _nf4_sums[(programs,)](in_arg(xc), cnt, sums_, *args, n_tiles=groups, INPUT_STATS=bool(input_stats), UNROLL=unroll,
+                           V=1, **c)  # fmt: skip
+    return reduce(cnt, sums_, x.numel(), input_stats)
 
 
 def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:

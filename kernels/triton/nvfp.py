@@ -86,12 +86,13 @@ from ._common import (
     check_input,
     fq_program,
     in_arg,
+    lanes_v,
     load_f32,
     partials,
     pow2,
-    programs_for,
     reduce,
     round_out,
+    stats_grid,
     stats_program,
     tensor_absmax,
 )
@@ -295,10 +296,10 @@ def _nvfp_fq(x_ptr, aux_ptr, out_ptr, n_blocks, nblk, L, BPP: tl.constexpr, IN_K
 def _nvfp_sums(x_ptr, aux_ptr, cnt_ptr, sum_ptr, n_blocks, nblk, L, n_tiles, BPP: tl.constexpr,
                IN_KIND: tl.constexpr, MODE: tl.constexpr, EVEN: tl.constexpr, DIVISOR: tl.constexpr,
                MIN_PTS: tl.constexpr, SB_MIN: tl.constexpr, EXACT_OUT: tl.constexpr,
-               INPUT_STATS: tl.constexpr):  # fmt: skip
+               INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (BPP, IN_KIND, MODE, EVEN, DIVISOR, MIN_PTS, SB_MIN)
     args = (x_ptr, aux_ptr, n_blocks, nblk, L)
-    stats_program(_nvfp_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BPP, 16), IN_KIND, EXACT_OUT, INPUT_STATS)
+    stats_program(_nvfp_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BPP, 16), IN_KIND, EXACT_OUT, INPUT_STATS, UNROLL, V)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -356,12 +357,13 @@ def nvfp_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xm, _, amax, args, c, tiles = _prepare(x, spec, cache, STATS_BPP)
-    programs = programs_for(tiles, x.device)
+    programs, unroll = stats_grid("nvfp", x.dtype, tiles, x.device)
     cnt, sums_ = partials(programs, x.device)
     exact = spec.family == "nvf4"  # see the module docstring
+    v = lanes_v((c["BPP"], 16), x.dtype, STATS_WARPS, unroll, input_stats)
     _nvfp_sums[(programs,)](in_arg(xm), amax, cnt, sums_, *args, n_tiles=tiles, EXACT_OUT=exact,
-                            INPUT_STATS=input_stats, num_warps=STATS_WARPS, **c)  # fmt: skip
-    return reduce(cnt, sums_, input_stats)
+                            INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=STATS_WARPS, **c)  # fmt: skip
+    return reduce(cnt, sums_, x.numel(), input_stats)
 
 
 def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -67,12 +67,13 @@ from ._common import (
     check_input,
     fq_program,
     in_arg,
+    lanes_v,
     load_f32,
     partials,
     pow2,
-    programs_for,
     reduce,
     round_out,
+    stats_grid,
     stats_program,
 )
 
@@ -289,12 +290,12 @@ def _qtype_sums(x_ptr, cnt_ptr, sum_ptr, n_outer, nob, L, n_tiles, b: tl.constex
                 M: tl.constexpr, EXP_MIN: tl.constexpr, EXP_MAX: tl.constexpr, LO: tl.constexpr, HI: tl.constexpr,
                 DROP: tl.constexpr, CARRY: tl.constexpr, FP_MAX: tl.constexpr, TOP: tl.constexpr, UNDER: tl.constexpr,
                 OVER: tl.constexpr, EPS: tl.constexpr, SQRT2_MANT: tl.constexpr, EXACT_OUT: tl.constexpr,
-                INPUT_STATS: tl.constexpr):  # fmt: skip
+                INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (b, B, BP2, BP2B, OPP, IN_KIND, IS_INT, M, EXP_MIN, EXP_MAX, LO, HI, DROP, CARRY, FP_MAX, TOP,
                        UNDER, OVER, EPS, SQRT2_MANT)  # fmt: skip
     RB: tl.constexpr = OPP * BP2B
     stats_program(_qtype_rows, (x_ptr, n_outer, nob, L), K, n_tiles, cnt_ptr, sum_ptr, (RB, BP2), IN_KIND, EXACT_OUT,
-                  INPUT_STATS)  # fmt: skip
+                  INPUT_STATS, UNROLL, V)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- launchers
@@ -373,15 +374,16 @@ def qtype_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cach
     xm, _ = _rows_view(x.detach(), spec, cache)
     c = _constants(spec, x.dtype, STATS_ELEMS)
     n_outer, nob, L, tiles = _grid(xm, c)
-    programs = programs_for(tiles, x.device)
+    programs, unroll = stats_grid("qtype", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
     # Outer blocks past STATS_ELEMS sit whole in one tile: more warps keep ~4 elements per thread.
     warps = min(32, STATS_WARPS * max(1, c["BP2"] * c["BP2B"] // STATS_ELEMS))
+    v = lanes_v((c["OPP"] * c["BP2B"], c["BP2"]), x.dtype, warps, unroll, input_stats)
     _qtype_sums[(programs,)](
         in_arg(xm), cnt, sums, n_outer, nob, L, tiles, **c, EXACT_OUT=c["M"] <= 7, INPUT_STATS=bool(input_stats),
-        num_warps=warps, enable_fp_fusion=False,
+        UNROLL=unroll, V=v, num_warps=warps, enable_fp_fusion=False,
     )  # fmt: skip
-    return reduce(cnt, sums, input_stats)
+    return reduce(cnt, sums, x.numel(), input_stats)
 
 
 def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:

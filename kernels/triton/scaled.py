@@ -67,11 +67,12 @@ from ._common import (
     IN_KIND,
     fq_program,
     in_arg,
+    lanes_v,
     load_f32,
     partials,
-    programs_for,
     reduce,
     round_out,
+    stats_grid,
     stats_program,
     tensor_absmax,
 )
@@ -176,10 +177,13 @@ def _fp8_tile(t, args, K: tl.constexpr):
 
 @triton.jit
 def _cast_tile(t, args, K: tl.constexpr):
-    """Tile ``t`` of a cast; args (x_ptr, n, bound), K (TR, TC, IN_KIND, TARGET)."""
+    """Tile ``t`` of a cast; args (x_ptr, n, bound), K (TR, TC, IN_KIND, TARGET, CLIPS): with
+    CLIPS False the bound is +Inf (the cast overflows no finite input), a constant."""
     x_ptr, n, bound = args
     x, valid, offs = _flat_tile(x_ptr, t, n, K[0], K[1], K[2])
     q = round_out(x, K[3])  # x.to(T), as float32; the way back is the output rounding
+    if not K[4]:
+        bound = tl.full([1, 1], float("inf"), tl.float32)
     return x, q, valid, offs, bound
 
 
@@ -269,11 +273,11 @@ def _fp8_sums(
     SEED: tl.constexpr,
     INPUT_STATS: tl.constexpr,
     UNROLL: tl.constexpr,
+    V: tl.constexpr,
 ):
     K: tl.constexpr = (TR, TC, IN_KIND, OUT_KIND, M, EMIN, MAX_NORM, SEED)
-    stats_program(
-        _fp8_tile, (x_ptr, amax_ptr, n), K, n_tiles, cnt_ptr, sum_ptr, (TR, TC), OUT_KIND, False, INPUT_STATS, UNROLL
-    )
+    args = (x_ptr, amax_ptr, n)
+    stats_program(_fp8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (TR, TC), OUT_KIND, False, INPUT_STATS, UNROLL, V)
 
 
 @triton.jit
@@ -288,7 +292,7 @@ def _cast_fq(
     OUT_KIND: tl.constexpr,
     TARGET: tl.constexpr,
 ):
-    fq_program(_cast_tile, (x_ptr, n, bound), (TR, TC, IN_KIND, TARGET), out_ptr, OUT_KIND)
+    fq_program(_cast_tile, (x_ptr, n, bound), (TR, TC, IN_KIND, TARGET, False), out_ptr, OUT_KIND)
 
 
 @triton.jit
@@ -304,14 +308,15 @@ def _cast_sums(
     IN_KIND: tl.constexpr,
     OUT_KIND: tl.constexpr,
     TARGET: tl.constexpr,
+    CLIPS: tl.constexpr,
     EXACT_OUT: tl.constexpr,
     INPUT_STATS: tl.constexpr,
     UNROLL: tl.constexpr,
+    V: tl.constexpr,
 ):
-    K: tl.constexpr = (TR, TC, IN_KIND, TARGET)
-    stats_program(
-        _cast_tile, (x_ptr, n, bound), K, n_tiles, cnt_ptr, sum_ptr, (TR, TC), OUT_KIND, EXACT_OUT, INPUT_STATS, UNROLL
-    )
+    K: tl.constexpr = (TR, TC, IN_KIND, TARGET, CLIPS)
+    args = (x_ptr, n, bound)
+    stats_program(_cast_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (TR, TC), OUT_KIND, EXACT_OUT, INPUT_STATS, UNROLL, V)
 
 
 @triton.jit
@@ -355,10 +360,11 @@ def _int8_sums(
     SEED: tl.constexpr,
     INPUT_STATS: tl.constexpr,
     UNROLL: tl.constexpr,
+    V: tl.constexpr,
 ):
     K: tl.constexpr = (BR, BC, AXIS_LAST, ROW_IN_TILE, IN_KIND, ARITH_KIND, SEED)
     args = (x_ptr, amax_ptr, R, C, D, ncb)
-    stats_program(_int8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BR, BC), IN_KIND, False, INPUT_STATS, UNROLL)
+    stats_program(_int8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (BR, BC), IN_KIND, False, INPUT_STATS, UNROLL, V)
 
 
 # --------------------------------------------------------------------------- host side
@@ -417,13 +423,13 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
     stats = dst is None
     tiles, shape = _geometry(x, spec, _STATS_TILE if stats else _TILE)
     if stats:
-        # The statistics loop's unroll: what measured faster on the H200 (fp8 keeps 1).
-        light = spec.family == "cast" or (spec.family == "int8sym" and x.dtype == torch.bfloat16)
-        unroll = 4 if light else 1
-        programs = programs_for(tiles, x.device, unroll)
+        family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)
+        programs, unroll = stats_grid(family, x.dtype, tiles, x.device)
         cnt, sums = partials(programs, x.device)
         head, grid = (cnt, sums), (programs,)
-        tail = dict(n_tiles=tiles, INPUT_STATS=input_stats, UNROLL=unroll, num_warps=_STATS_WARPS)
+        tile = (shape["BR"], shape["BC"]) if "BR" in shape else (shape["TR"], shape["TC"])
+        v = lanes_v(tile, x.dtype, _STATS_WARPS, unroll, input_stats)
+        tail = dict(n_tiles=tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=_STATS_WARPS)
     else:
         head, grid, tail = (in_arg(dst),), (tiles,), {}
     xa = in_arg(x)
@@ -449,8 +455,9 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
             # it, float16 too (8 significant bits fit its 11; below its normal range q is a multiple
             # of 2^-24 under 2^-17, 7 bits at most), and an overflow to Inf takes the careful pass.
             tail["EXACT_OUT"] = target == 1 or kind == 1
-            _cast_sums[grid](xa, *head, shape.pop("n"), _cast_bound(x, spec), **shape, IN_KIND=kind,
-                             OUT_KIND=out_kind, TARGET=target, **tail)  # fmt: skip
+            bound = _cast_bound(x, spec)
+            _cast_sums[grid](xa, *head, shape.pop("n"), bound, **shape, IN_KIND=kind, OUT_KIND=out_kind,
+                             TARGET=target, CLIPS=bound != float("inf"), **tail)  # fmt: skip
         else:
             _cast_fq[grid](xa, *head, shape.pop("n"), _cast_bound(x, spec), **shape, IN_KIND=kind,
                            OUT_KIND=out_kind, TARGET=target)  # fmt: skip
@@ -496,7 +503,7 @@ def scaled_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cac
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     cnt, sums = _launch(x.detach().contiguous(), spec, None, cache, input_stats)
-    return reduce(cnt, sums, input_stats)
+    return reduce(cnt, sums, x.numel(), input_stats)
 
 
 def fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -99,7 +99,7 @@ def test_analyze_tensor_same_metrics_through_triton(calls):
 
 
 # The statistics driver (kernels.triton._common.stats_program): on the CPU three programs share
-# the tiles (programs_for), each runs a fast pass and, if that does not stand, a careful one.
+# the tiles (stats_grid), each runs a fast pass and, if that does not stand, a careful one.
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -110,7 +110,7 @@ def test_stats_programs_mix_fast_and_careful_passes(dtype):
     from kernels.triton import _common
 
     n = 7 * 1024  # 7 tiles of the scaled family's statistics: programs take tiles {0,3,6}, {1,4}, {2,5}
-    assert _common.programs_for(7, torch.device("cpu")) == 3
+    assert _common.stats_grid("fp8", torch.float32, 7, torch.device("cpu")) == (3, 1)
     g = torch.Generator().manual_seed(5)
     base = torch.randn(n, generator=g)
     nan = base.clone()

@@ -8,8 +8,8 @@ For every format in :data:`FORMATS` that the triton backend accepts, on tensors 
 whole blocks (bfloat16), with values over ~60 binades, ties, zeros, NaN, ±Inf and subnormals:
 
 - ``fake_quantize(backend="triton")`` equals the reference bit for bit (NaN == NaN, ±0 distinct);
-- the fused sums equal ``error_sums_ref`` of the reference output: counts exactly, sums to
-  1e-10 relative;
+- the fused sums, with the input's moments and without, equal ``error_sums_ref`` of the
+  reference output: counts exactly, sums to 1e-10 relative;
 - the input is unchanged;
 
 and every golden vector of ``CONTRACT.json`` whose format the backend accepts is reproduced on
@@ -97,12 +97,18 @@ def check_format(fmt: str, x: torch.Tensor) -> None:
         i = int(bad.flatten().nonzero()[0])
         first = f"[{i}] {got.flatten()[i]!r} vs {want.flatten()[i]!r}"
         raise AssertionError(f"{what}: {int(bad.sum())} differ, first {first}")
-    ref = error_sums_ref(x, want, unit_bound(x, spec))
-    s = format_sums(x, spec, backend="triton", cache={})
-    for k, v in ref.as_dict().items():
-        w = getattr(s, k)
-        ok = w == v or math.isclose(w, v, rel_tol=1e-10, abs_tol=1e-12 * max(abs(ref.max_x), abs(ref.min_x), 1e-300))
-        assert ok, f"{what}: sums.{k} {w!r} != {v!r}"
+    # The first format on a tensor (with the input's moments), then a next one (without them).
+    cache: dict = {}
+    scale = 1e-300
+    for input_stats in (True, False):
+        ref = error_sums_ref(x, want, unit_bound(x, spec), input_stats=input_stats)
+        s = format_sums(x, spec, backend="triton", cache=cache, input_stats=input_stats)
+        if input_stats:
+            scale = max(abs(ref.max_x), abs(ref.min_x), scale)
+        for k, v in ref.as_dict().items():
+            w = getattr(s, k)
+            ok = w == v or math.isclose(w, v, rel_tol=1e-10, abs_tol=1e-12 * scale)
+            assert ok, f"{what} (input_stats={input_stats}): sums.{k} {w!r} != {v!r}"
     assert torch.equal(bits(x), before), f"{what}: input modified"
 
 
