@@ -9,23 +9,24 @@ holds the runtime arguments, ``K`` the constexprs. Its kernels hand that functio
 
 - :func:`fq_program`: one tile per program, stored in the output dtype;
 - :func:`stats_program`: the fused quantize + statistics. Each program runs tiles ``pid``,
-  ``pid + num_programs``, ... and accumulates every sum and count *per lane* in registers
-  (:func:`stats_add`: a float64 FMA per sum and element), then reduces across its lanes once
-  (:func:`stats_store`). The launcher sizes the grid with :func:`stats_grid`, allocates the
-  partials with :func:`partials` and merges them on the device with :func:`reduce` into a
-  :class:`kernels.stats.ErrorSums` equal to ``error_sums_ref(x, q, unit_bound(x, spec))``: the
-  counts exactly, the sums to float64 rounding (they are float64 per lane and only their order
-  differs).
+  ``pid + num_programs``, ... and accumulates every sum and count in registers, one
+  accumulator per run of ``V`` consecutive elements a thread holds (:func:`stats_add`; V = 1,
+  one per element, where that measured faster: see :func:`lanes_v`), then reduces across its
+  lanes once (:func:`stats_store`). The launcher sizes the grid with :func:`stats_grid`,
+  allocates the partials with :func:`partials` and merges them on the device with
+  :func:`reduce` into a :class:`kernels.stats.ErrorSums` equal to ``error_sums_ref(x, q,
+  unit_bound(x, spec))``: the counts exactly, the sums to float64 rounding (they are float64
+  throughout and only their order differs).
 
 The fast pass does as little per element as the exact sums allow: no NaN/Inf masks (the
-float64 sums of x^2 and q^2 detect them) and, for families whose q is a bfloat16 already, no
-rounding to bfloat16 (a check of its low bits instead). A program whose fast pass does not
-stand runs its tiles again through the careful pass, which counts and masks everything. The
-loop takes ``UNROLL`` tiles per iteration so that each thread has several tiles' loads in
-flight. On the H200 float64 arithmetic is not the main limit
-(``benchmarks/stats_loop_probe.py``: float32 accumulators gain about a quarter, a loop of
-counts alone runs twice as fast as either); most likely the accumulators' registers are, which
-they take from hiding memory latency.
+float64 sums of x^2 and q^2 detect them), for families whose q is a bfloat16 already no
+rounding to bfloat16 (a check of its low bits instead), and for a next format on a tensor (no
+input moments) no element counts at all. A program whose fast pass does not stand runs its
+tiles again through the careful pass, which counts and masks everything. The loop takes
+``UNROLL`` tiles per iteration where that measured faster (:data:`STATS_UNROLL`). On the H200
+these kernels are bound by instruction issue, the integer/logic/select pipe first (Nsight
+Compute; ``benchmarks/results/h200.md``), not by memory or float64 arithmetic: what speeds
+them up is fewer instructions per element (``benchmarks/kernel_census.py`` counts them).
 """
 
 from __future__ import annotations

@@ -84,9 +84,12 @@ FAMILIES = ("fp8tensor", "int8sym", "cast")
 #: Elements per program; the flat tile is (_TILE // _TC, _TC).
 _TILE = 4096
 _TC = 256
-#: int8sym along the last axis: rows up to this long sit whole in one tile, which takes their
-#: amax itself (one pass over x); longer rows are split in tile rows of _MAX_BC, amax from torch.
+#: int8sym along the last axis: rows up to a tile long (_MAX_ROW for the fake quantization, with
+#: _ROW_WARPS warps past _TILE) sit whole in one tile, which takes their amax itself (one pass
+#: over x); longer rows are split in tile rows of _MAX_BC, amax from torch (a second pass).
 _MAX_BC = 1024
+_MAX_ROW = 16384
+_ROW_WARPS = 16
 #: The statistics kernels' tiles: smaller, as every lane carries its accumulators across tiles.
 _STATS_TILE = 1024
 _STATS_WARPS = 8
@@ -398,9 +401,10 @@ def _check(spec: FormatSpec) -> None:
         raise ValueError(why)
 
 
-def _geometry(x: torch.Tensor, spec: FormatSpec, tile: int = _TILE) -> tuple[int, dict]:
+def _geometry(x: torch.Tensor, spec: FormatSpec, tile: int = _TILE, whole_row: int = 0) -> tuple[int, dict]:
     """(tiles, the family kernel's shape arguments) for contiguous ``x`` and ``tile`` elements
-    per tile."""
+    per tile; int8sym rows along the last axis up to ``max(tile, whole_row)`` long sit whole in
+    one tile."""
     n = x.numel()
     if spec.family != "int8sym":
         return triton.cdiv(n, tile), dict(n=n, TR=tile // _TC, TC=_TC)
@@ -409,7 +413,7 @@ def _geometry(x: torch.Tensor, spec: FormatSpec, tile: int = _TILE) -> tuple[int
     inner = x.shape[axis + 1 :].numel()
     # Axis last: the matrix (outer, L), one amax per row. Else (outer·L, inner), amax[(r // L)·inner + c].
     R, C, D = (n // L, L, 1) if inner == 1 else (n // inner, inner, L)
-    whole = inner == 1 and C <= tile
+    whole = inner == 1 and C <= max(tile, whole_row)
     bc = triton.next_power_of_2(C) if whole else min(triton.next_power_of_2(C), _MAX_BC, tile)
     br = max(1, tile // bc)
     ncb = triton.cdiv(C, bc)
@@ -421,7 +425,7 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
     """Run the family's fake quantization into ``dst`` or, when ``dst`` is None, its fused
     statistics (with the input's moments or not); returns the partials (or None)."""
     stats = dst is None
-    tiles, shape = _geometry(x, spec, _STATS_TILE if stats else _TILE)
+    tiles, shape = _geometry(x, spec, _STATS_TILE) if stats else _geometry(x, spec, _TILE, _MAX_ROW)
     if stats:
         family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)
         programs, unroll = stats_grid(family, x.dtype, tiles, x.device)
@@ -432,6 +436,8 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
         tail = dict(n_tiles=tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=_STATS_WARPS)
     else:
         head, grid, tail = (in_arg(dst),), (tiles,), {}
+        if shape.get("BC", 0) > _TILE:  # a whole row longer than a tile
+            tail["num_warps"] = _ROW_WARPS
     xa = in_arg(x)
     seed = spec.emulate == "seed"
     kind = IN_KIND[x.dtype]

@@ -91,13 +91,18 @@ def test_other_axes_shapes_and_layouts():
     cache: dict = {}
     check_sums(x3, "int8sym:axis=1", cache=cache)  # the row amax in kernels.triton.mx's layout:
     assert torch.equal(cache[("absmax_axis", 1)], x3.movedim(1, -1).abs().amax(-1).reshape(-1))
-    wide = heavy((2, 5000), seed=4)  # rows too long for one tile: 5 programs per row, torch's row amax
-    wide[1, 4500] = 1e6  # the row amax in the last program of the row
+    # Rows longer than a tile: int8sym's fake quantization holds them whole (one 8192-wide tile
+    # per row, _ROW_WARPS warps), its statistics take 5 tiles per row and torch's row amax.
+    wide = heavy((2, 5000), seed=4)
+    wide[1, 4500] = 1e6  # the row amax in the last tile of the row
     cache = {}
     for fmt in ("int8sym", "fp8_e4m3", "fp16"):
         check(wide, fmt)
         check_sums(wide, fmt, cache=cache)
     assert torch.equal(cache[("absmax_axis", 1)], wide.abs().amax(1))
+    longest = heavy((2, scaled._MAX_ROW + 300), seed=5)  # past _MAX_ROW: split rows, torch's amax
+    longest[0, -3] = -3e5
+    check(longest.to(torch.bfloat16), "int8sym")
     one_d = heavy((1000,), seed=6)
     for fmt in ("int8sym", "int8sym:axis=0", "fp8_e5m2", "bf16"):
         check(one_d.to(torch.float16), fmt)
