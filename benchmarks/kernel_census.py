@@ -28,7 +28,10 @@ from __future__ import annotations
 import collections
 import inspect
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,24 +116,29 @@ def signature(fn, args, kwargs) -> tuple[dict, dict, dict, dict]:
     return sig, consts, options, attrs
 
 
+def _bundled_tool(tool: str, data: bytes, *args: str) -> str | None:
+    """The output (stdout and stderr) of Triton's bundled NVIDIA ``tool`` run with ``args`` on
+    ``data`` written to a file (its path takes the place of ``{}`` in ``args``), or None when
+    that Triton has no such tool."""
+    import triton.backends.nvidia as nv
+
+    exe = Path(nv.__file__).parent / "bin" / tool
+    if not exe.exists():
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "input"
+        src.write_bytes(data)
+        argv = [str(exe), *(str(src) if a == "{}" else a.replace("{out}", str(Path(d) / "out")) for a in args)]
+        r = subprocess.run(argv, capture_output=True, text=True)
+    return r.stdout + r.stderr
+
+
 def ptxas_usage(ptx: str) -> str:
     """``regs N, spill B`` from Triton's bundled ptxas run with -v on ``ptx`` for sm_90a, or ''
     when that ptxas is not there."""
-    import re
-    import subprocess
-    import tempfile
-
-    import triton.backends.nvidia as nv
-
-    ptxas = Path(nv.__file__).parent / "bin" / "ptxas"
-    if not ptxas.exists():
+    out = _bundled_tool("ptxas", ptx.encode(), "-v", "--gpu-name", "sm_90a", "{}", "-o", "{out}")
+    if out is None:
         return ""
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "k.ptx"
-        src.write_text(ptx)
-        r = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", str(src), "-o", str(Path(d) / "k.o")],
-                           capture_output=True, text=True)  # fmt: skip
-    out = r.stdout + r.stderr
     regs = re.search(r"Used (\d+) registers", out)
     spill = re.search(r"(\d+) bytes spill stores", out)
     return f", {regs.group(1) if regs else '?'} regs, {spill.group(1) if spill else '?'} B spilled"
@@ -140,19 +148,9 @@ def loop_sass(cubin: bytes) -> str:
     """``, loop N SASS (OP n, ...)`` for the first loop of a compiled kernel (the statistics
     kernels' fast pass; a fake-quantization kernel has none): its body's instructions, from
     Triton's bundled ``nvdisasm``, and the commonest opcodes; '' without a loop or nvdisasm."""
-    import re
-    import subprocess
-    import tempfile
-
-    import triton.backends.nvidia as nv
-
-    nvdisasm = Path(nv.__file__).parent / "bin" / "nvdisasm"
-    if not nvdisasm.exists():
+    sass = _bundled_tool("nvdisasm", cubin, "-c", "{}")
+    if sass is None:
         return ""
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "k.cubin"
-        src.write_bytes(cubin)
-        sass = subprocess.run([str(nvdisasm), "-c", str(src)], capture_output=True, text=True).stdout
     ops, labels = [], {}
     for line in sass.splitlines():
         label = re.match(r"\s*\.(L_x_\d+):", line)

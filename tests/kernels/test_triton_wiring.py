@@ -128,3 +128,41 @@ def test_stats_moments_far_from_zero():
     x = 1000.0 + 1e-3 * torch.randn(3 * 1024 + 100, generator=g)
     triton_support.check_sums(x, "bf16")
     triton_support.check_sums(x.reshape(-1, 4), "int8sym")
+
+
+@pytest.mark.parametrize("programs", [3, 1100, 4500])
+def test_reduce_merges_many_partial_rows(programs):
+    """``_common.reduce`` over as many partial rows as the GPU grids give (one step of the merge
+    kernel, several, and a second merge launch past 2048 rows), with and without the moments,
+    against the merge written out in float64 on the host."""
+    from kernels.triton import _common
+
+    g = torch.Generator().manual_seed(programs)
+    n = torch.randint(0, 50, (programs,), generator=g)
+    cnt = torch.zeros((programs, 9), dtype=torch.int32)
+    cnt[:, 0] = n + 3  # numel: 3 elements per program that are not finite pairs
+    cnt[:, 1:5] = torch.randint(0, 2, (programs, 4), generator=g)
+    cnt[:, 5] = n  # both finite
+    cnt[:, 6:8] = torch.randint(0, 9, (programs, 2), generator=g)
+    cnt[:, 8] = n + 1  # finite x
+    sums = torch.rand((programs, 10), generator=g, dtype=torch.float64) * 100
+    sums[:, 6] = 1e6 + torch.randn(programs, generator=g, dtype=torch.float64)  # means far from 0
+    sums[:, 8] = -sums[:, 8]
+    numel = int(cnt[:, 0].sum())
+    for moments in (True, False):
+        got = _common.reduce(cnt.clone(), sums.clone(), numel, input_stats=moments)
+        c = cnt.to(torch.int64).sum(0).tolist()
+        assert (got.numel, got.nan_in, got.inf_in, got.nan_out, got.inf_out) == (numel, *c[1:5])
+        assert (got.n, got.clipped, got.flushed) == (c[5], c[6], c[7])
+        for i, k in enumerate(("sum_x2", "sum_q2", "sum_xq", "sum_d2", "sum_ad")):
+            assert math.isclose(getattr(got, k), float(sums[:, i].sum()), rel_tol=1e-12), k
+        assert got.max_ad == float(sums[:, 5].max())
+        if moments:
+            ni = cnt[:, 8].double()
+            mean = float((ni * sums[:, 6]).sum() / ni.sum())
+            m2 = float((sums[:, 7] + ni * (sums[:, 6] - mean) ** 2).sum())
+            assert got.nx == c[8] and math.isclose(got.mean_x, mean, rel_tol=1e-14)
+            assert math.isclose(got.m2_x, m2, rel_tol=1e-9)
+            assert (got.min_x, got.max_x) == (float(sums[:, 8].min()), float(sums[:, 9].max()))
+        else:
+            assert got.nx == 0 and got.mean_x == 0.0 and got.m2_x == 0.0
