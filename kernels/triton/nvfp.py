@@ -105,7 +105,7 @@ FAMILIES = ("nvf4", "nvfp4")
 TILE_ELEMS = 4096
 BPP = TILE_ELEMS // NVFP4_BLOCK
 #: Elements per statistics tile (STATS_BPP blocks of 16) and the statistics kernel's warps: small
-#: tiles, since every lane carries the per-lane accumulators of each element it holds.
+#: tiles, since every thread carries accumulators for the runs of elements it holds.
 STATS_TILE_ELEMS = 1024
 STATS_BPP = STATS_TILE_ELEMS // NVFP4_BLOCK
 STATS_WARPS = 8
