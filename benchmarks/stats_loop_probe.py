@@ -1,20 +1,18 @@
 """What bounds the fused statistics on a GPU (a probe, not fqtool's kernels): one loop kernel,
 each program accumulating per lane over every num_programs-th tile like
 ``kernels.triton._common.stats_program``, on a stand-in quantization (a round trip through
-float16), bfloat16 and float32 8192x8192, in five modes:
+float16), bfloat16 and float32 8192x8192, in these modes:
 
 0. float64 sums (x^2, q^2, xq, d^2, |d|, max |d|) and two counts: what fqtool computes;
 1. mode 0 plus the input's moments (shifted float64 sums);
 2. the float64 sums alone;
 3. the counts alone (no float64 at all);
 4. the same sums in float32 (inexact, for the ceiling);
-5. mode 0 with each tile (ROWS, V) summed along V inside the thread before accumulating (V
-   elements of 16 bytes, one vector load per thread): one accumulator per quantity and thread
-   instead of one per element it holds;
-6. fqtool's own loop: ``kernels.triton.scaled._cast_tile`` (the cast to float16) through
-   ``_common.stats_add``'s fast pass, per-lane accumulators, 1 and 4 tiles per iteration;
-7. the same with each run of V elements summed within the thread first (``rows_add`` below):
-   what mode 5 would look like inside ``stats_add``.
+5. fqtool's own loop: ``kernels.triton.scaled._cast_tile`` (the cast to float16) through
+   ``_common.stats_add``'s fast pass, one accumulator per element (V = 1), 1 and 4 tiles per
+   iteration;
+6. the same with one accumulator per run of V elements a thread holds (``_common.lanes_v``),
+   summed within the thread first: what ``stats_add`` does for most families since 2026-12-01.
 
 Prints GB/s of bytes read and the fraction of a device copy's GB/s for tile sizes, warps and
 programs per SM, then checks mode 0's sums against ``error_sums_ref``. Needs a CUDA GPU:
@@ -34,7 +32,7 @@ import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kernels.stats import error_sums_ref  # noqa: E402
-from kernels.triton._common import IN_KIND, in_arg, load_f32, round_out, stats_add, stats_init  # noqa: E402
+from kernels.triton._common import IN_KIND, in_arg, lanes_v, load_f32, round_out, stats_add, stats_init  # noqa: E402
 from kernels.triton.scaled import _cast_tile  # noqa: E402
 
 dev = torch.device("cuda")
@@ -137,107 +135,26 @@ def loop_kernel(x_ptr, out_ptr, N, n_tiles, TILE: tl.constexpr, IN_KIND: tl.cons
 
 
 @triton.jit
-def rows_kernel(x_ptr, out_ptr, N, n_tiles, ROWS: tl.constexpr, V: tl.constexpr, IN_KIND: tl.constexpr):
-    # Mode 5: the sums of mode 0, each (ROWS, V) tile reduced along V within the thread first.
-    pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    zf = tl.zeros([ROWS], tl.float64)
-    s_x2 = zf
-    s_q2 = zf
-    s_xq = zf
-    s_d2 = zf
-    s_ad = zf
-    m_ad = zf
-    cnt = tl.zeros([ROWS], tl.int32)
-    for t in range(pid, n_tiles, nprog):
-        offs = t.to(tl.int64) * (ROWS * V) + (tl.arange(0, ROWS)[:, None] * V + tl.arange(0, V)[None, :])
-        valid = offs < N
-        x = load_f32(x_ptr, offs, valid, IN_KIND)
-        q = round_out(x.to(tl.float16).to(tl.float32), IN_KIND)
-        x64 = x.to(tl.float64)
-        q64 = q.to(tl.float64)
-        d = q64 - x64
-        ad = tl.abs(d)
-        s_x2 += tl.sum(x64 * x64, axis=1)
-        s_q2 += tl.sum(q64 * q64, axis=1)
-        s_xq += tl.sum(x64 * q64, axis=1)
-        s_d2 += tl.sum(d * d, axis=1)
-        s_ad += tl.sum(ad, axis=1)
-        m_ad = tl.maximum(m_ad, tl.max(ad, axis=1))
-        xa = tl.abs(x)
-        cnt += tl.sum((xa > 65504.0).to(tl.int32) + (((x != 0.0) & (q == 0.0)).to(tl.int32) << 16), axis=1)
-    base = pid.to(tl.int64) * 10
-    tl.store(out_ptr + base + 0, tl.sum(s_x2, axis=0))
-    tl.store(out_ptr + base + 1, tl.sum(s_q2, axis=0))
-    tl.store(out_ptr + base + 2, tl.sum(s_xq, axis=0))
-    tl.store(out_ptr + base + 3, tl.sum(s_d2, axis=0))
-    tl.store(out_ptr + base + 4, tl.sum(s_ad, axis=0))
-    tl.store(out_ptr + base + 5, tl.max(m_ad, axis=0))
-    tl.store(out_ptr + base + 6, 0.0)
-    tl.store(out_ptr + base + 7, 0.0)
-    tl.store(out_ptr + base + 8, tl.sum(cnt & 0xFFFF, axis=0).to(tl.float64))
-    tl.store(out_ptr + base + 9, tl.sum(cnt >> 16, axis=0).to(tl.float64))
-
-
-@triton.jit
-def rows_add(acc, x, q, valid, bound, OUT_KIND: tl.constexpr, V: tl.constexpr):
-    """``stats_add``'s fast pass (no input moments) with every run of V consecutive tile
-    elements summed within the thread before it reaches the accumulators."""
-    s_x2, s_q2, s_xq, s_d2, s_ad, m_ad, nv, clip, flush = acc
-    G: tl.constexpr = x.numel // V
-    q = round_out(tl.where(valid, q, 0.0), OUT_KIND)
-    xr = tl.reshape(x, [G, V])
-    qr = tl.reshape(q, [G, V])
-    br = tl.reshape(bound + tl.zeros_like(x), [G, V])
-    vr = tl.reshape(valid, [G, V])
-    x64 = xr.to(tl.float64)
-    q64 = qr.to(tl.float64)
-    d = q64 - x64
-    ad = tl.abs(d)
-    s_x2 += tl.sum(x64 * x64, axis=1)
-    s_q2 += tl.sum(q64 * q64, axis=1)
-    s_xq += tl.sum(x64 * q64, axis=1)
-    s_d2 += tl.sum(d * d, axis=1)
-    s_ad += tl.sum(ad, axis=1)
-    m_ad = tl.maximum(m_ad, tl.max(ad, axis=1))
-    nv += tl.sum(vr.to(tl.int32), axis=1)
-    clip += tl.sum((tl.abs(xr) > br).to(tl.int32), axis=1)
-    flush += tl.sum(((xr != 0.0) & (qr == 0.0)).to(tl.int32), axis=1)
-    return s_x2, s_q2, s_xq, s_d2, s_ad, m_ad, nv, clip, flush
-
-
-@triton.jit
 def cast_stats_kernel(x_ptr, out_ptr, n, n_tiles, TR: tl.constexpr, TC: tl.constexpr, IN_KIND: tl.constexpr,
-                      ROWS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
-    # Modes 6 (ROWS=False) and 7 (ROWS=True): the cast to float16, the output in x's dtype.
+                      UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
+    # Modes 5 (V=1) and 6 (V>1): the cast to float16, the output in x's dtype.
     pid = tl.program_id(0)
     step = tl.num_programs(0)
     zero = pid * 0
     K: tl.constexpr = (TR, TC, IN_KIND, 2, True)
-    if ROWS:
-        zf = tl.zeros([TR * TC // V], tl.float64)
-        zi = tl.zeros([TR * TC // V], tl.int32)
-        acc = (zf, zf, zf, zf, zf, zf, zi, zi, zi)
-    else:
-        acc = stats_init(TR * TC)
+    acc = stats_init(TR * TC // V)
     for t0 in range(pid, n_tiles, step * UNROLL):
         for u in tl.static_range(UNROLL):
             t = t0 + zero + u * step
             x, q, valid, offs, bound = _cast_tile(tl.minimum(t, n_tiles - 1), (x_ptr, n, 65504.0), K)
             live = valid & (t < n_tiles)
             x = tl.where(live, x, 0.0)
-            if ROWS:
-                acc = rows_add(acc, x, q, live, bound, IN_KIND, V)
-            else:
-                acc = stats_add(acc, x, q, live, bound, IN_KIND, False, False, False, 1)
+            acc = stats_add(acc, x, q, live, bound, IN_KIND, False, False, False, V)
     base = pid.to(tl.int64) * 10
     for i in tl.static_range(5):
-        tl.store(out_ptr + base + i, tl.sum(tl.reshape(acc[i], [acc[i].numel]), axis=0))
-    tl.store(out_ptr + base + 5, tl.max(tl.reshape(acc[5], [acc[5].numel]), axis=0))
-    if ROWS:
-        tl.store(out_ptr + base + 9, tl.sum(tl.reshape(acc[8], [acc[8].numel]), axis=0).to(tl.float64))
-    else:
-        tl.store(out_ptr + base + 9, tl.sum(tl.reshape(acc[18], [acc[18].numel]), axis=0).to(tl.float64))
+        tl.store(out_ptr + base + i, tl.sum(acc[i], axis=0))
+    tl.store(out_ptr + base + 5, tl.max(acc[5], axis=0))
+    tl.store(out_ptr + base + 9, tl.sum(acc[18], axis=0).to(tl.float64))
 
 
 for dtype in (torch.bfloat16, torch.float32):
@@ -274,25 +191,16 @@ for dtype in (torch.bfloat16, torch.float32):
                     rep(f"loop tile {TILE} w{w} P={P} mode {mode}", t)
                 except Exception as e:
                     print("fail", TILE, w, mult, mode, type(e).__name__, str(e)[:300], flush=True)
-    V = 16 // x.element_size()
-    for rows, w in ((256, 8), (512, 8), (128, 4), (256, 4)):
-        n_tiles = triton.cdiv(N, rows * V)
-        for mult in (2, 4, 8):
-            P = SM * mult
-            out = torch.empty((P, 10), dtype=torch.float64, device=dev)
-            t = bench(lambda: rows_kernel[(P,)](in_arg(x), out, N, n_tiles, ROWS=rows, V=V, IN_KIND=k, num_warps=w))
-            rep(f"rows tile {rows}x{V} w{w} P={P} mode 5", t)
-    for rows in (False, True):
+    for runs in (False, True):
         for unroll, mult in ((1, 8), (4, 2), (4, 4)):
             for tr, w in ((8, 8), (16, 8)):
                 n_tiles = triton.cdiv(N, tr * 128)
                 P = min(n_tiles, SM * mult)
                 out = torch.empty((P, 10), dtype=torch.float64, device=dev)
-                # V: the elements one thread holds contiguously (a 16-byte vector at most).
-                v = min(V, tr * 128 // (32 * w))
-                kw = dict(TR=tr, TC=128, IN_KIND=k, ROWS=rows, UNROLL=unroll, V=v, num_warps=w)
+                v = lanes_v((tr, 128), dtype, w, 1, True) if runs else 1
+                kw = dict(TR=tr, TC=128, IN_KIND=k, UNROLL=unroll, V=v, num_warps=w)
                 t = bench(lambda: cast_stats_kernel[(P,)](in_arg(x), out, N, n_tiles, **kw))
-                rep(f"fqtool loop, cast tile {tr}x128 w{w} unroll {unroll} P={P} mode {7 if rows else 6}", t)
+                rep(f"fqtool loop, cast tile {tr}x128 w{w} unroll {unroll} P={P} V={v} mode {6 if runs else 5}", t)
                 tot = out.sum(0).tolist()
                 want = error_sums_ref(x, x.to(torch.float16).to(dtype), None, input_stats=False)
                 print("  sum_d2", tot[3], "ref", want.sum_d2, "flushed", tot[9], "ref", want.flushed, flush=True)
@@ -305,6 +213,3 @@ for dtype in (torch.bfloat16, torch.float32):
         x, x.to(torch.float16).to(dtype), torch.full(x.shape, 65504.0, dtype=torch.float64, device=dev)
     )
     print("loop vs ref d2", tot[3], ref.sum_d2, "x2", tot[0], ref.sum_x2, "flush", tot[9], ref.flushed, flush=True)
-    rows_kernel[(P,)](in_arg(x), out, N, triton.cdiv(N, 256 * V), ROWS=256, V=V, IN_KIND=k, num_warps=8)
-    tot = out.sum(0).tolist()
-    print("rows vs ref d2", tot[3], ref.sum_d2, "x2", tot[0], ref.sum_x2, "flush", tot[9], ref.flushed, flush=True)

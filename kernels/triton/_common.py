@@ -31,6 +31,7 @@ them up is fewer instructions per element (``benchmarks/kernel_census.py`` count
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -491,10 +492,7 @@ def lanes_v(shape: tuple[int, ...], dtype: torch.dtype, warps: int, unroll: int,
     heavier tiles most, is faster with runs: hifx 12 % / 23 % against 5 % / 10 %)."""
     if unroll > 1 and not input_stats:
         return 1
-    numel = 1
-    for n in shape:
-        numel *= n
-    return max(1, min(16 // dtype.itemsize, shape[-1], numel // (32 * warps)))
+    return max(1, min(16 // dtype.itemsize, shape[-1], math.prod(shape) // (32 * warps)))
 
 
 def stats_grid(family: str, dtype: torch.dtype, tiles: int, device: torch.device) -> tuple[int, int]:

@@ -222,34 +222,34 @@ def _nf4_tile(t, args, K: tl.constexpr):
 
 
 @triton.jit
-def _nf4_chunked_stats(args, K: tl.constexpr, n_groups, cnt_ptr, sum_ptr, R: tl.constexpr, C: tl.constexpr,
-                       INPUT_STATS: tl.constexpr, V: tl.constexpr):  # fmt: skip
-    """``_common.stats_program`` for blocks in NCH chunks: the program loops over block groups
-    ``pid``, ``+ num_programs``, ...; per group it takes the absmax over all chunks, then adds
-    each chunk (a tile of shape (R, C)) to the per-lane accumulators. The careful pass, if the
-    fast one does not stand, reads everything again."""
-    IN_KIND: tl.constexpr = K[4]
-    NCH: tl.constexpr = K[2]
+def _nf4_chunked_pass(args, K: tl.constexpr, n_groups, LANES: tl.constexpr, CAREFUL: tl.constexpr,
+                      INPUT_STATS: tl.constexpr):  # fmt: skip
+    """One pass of :func:`_nf4_chunked_stats` over the program's block groups: per group the
+    absmax over all chunks, then each chunk into the accumulators (``_common.stats_add``)."""
     pid = tl.program_id(0)
-    step = tl.num_programs(0)
     zero = pid * 0  # the loop index as a tensor in Triton's interpreter too (there it is an int)
     inf = tl.full([1, 1], float("inf"), tl.float32)  # nothing clips
-    acc = stats_init(R * C // V)
-    for g in range(pid, n_groups, step):
+    acc = stats_init(LANES)
+    for g in range(pid, n_groups, tl.num_programs(0)):
         amax = _nf4_group_amax(g + zero, args, K)
-        for c in range(0, NCH):
+        for c in range(0, K[2]):
             x, q, valid, offs = _nf4_chunk(g + zero, c, amax, args, K)
-            acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, False, INPUT_STATS, V)
+            acc = stats_add(acc, x, q, valid, inf, K[4], False, CAREFUL, INPUT_STATS, 1)
+    return acc
+
+
+@triton.jit
+def _nf4_chunked_stats(args, K: tl.constexpr, n_groups, cnt_ptr, sum_ptr, LANES: tl.constexpr,
+                       INPUT_STATS: tl.constexpr):  # fmt: skip
+    """``_common.stats_program`` for blocks in NCH chunks (tiles of LANES elements, an
+    accumulator each): the fast pass, and the careful one, reading everything again, if the
+    fast one does not stand."""
+    acc = _nf4_chunked_pass(args, K, n_groups, LANES, False, INPUT_STATS)
     if stats_fast_ok(acc):
-        stats_store(acc, cnt_ptr, sum_ptr, pid, False, INPUT_STATS)
+        stats_store(acc, cnt_ptr, sum_ptr, tl.program_id(0), False, INPUT_STATS)
     else:
-        acc = stats_init(R * C // V)
-        for g in range(pid, n_groups, step):
-            amax = _nf4_group_amax(g + zero, args, K)
-            for c in range(0, NCH):
-                x, q, valid, offs = _nf4_chunk(g + zero, c, amax, args, K)
-                acc = stats_add(acc, x, q, valid, inf, IN_KIND, False, True, INPUT_STATS, V)
-        stats_store(acc, cnt_ptr, sum_ptr, pid, True, INPUT_STATS)
+        acc = _nf4_chunked_pass(args, K, n_groups, LANES, True, INPUT_STATS)
+        stats_store(acc, cnt_ptr, sum_ptr, tl.program_id(0), True, INPUT_STATS)
 
 
 # The fake-quantization kernel and the statistics kernel, around the tile code.
@@ -277,7 +277,7 @@ def _nf4_fq(x_ptr, out_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, BLOCK: 
 def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, n_tiles, BLOCK: tl.constexpr,
               KC: tl.constexpr, NCH: tl.constexpr, BPP: tl.constexpr, IN_KIND: tl.constexpr, TRANS: tl.constexpr,
               FLOOR_BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr,
-              INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
+              INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
     """The fused statistics over ``n_tiles`` block groups (EXACT_OUT False: see the module docstring)."""
     K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
     args = (x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER)
@@ -288,9 +288,11 @@ def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INN
         R: tl.constexpr = BPP
         C: tl.constexpr = KC
     if NCH == 1:
-        stats_program(_nf4_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (R, C), IN_KIND, False, INPUT_STATS, UNROLL, V)
+        # V=1: the table look-ups of step 3 give the tile a layout of one element per thread
+        # along the block, in which runs of consecutive elements would be summed across threads.
+        stats_program(_nf4_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (R, C), IN_KIND, False, INPUT_STATS, UNROLL, 1)
     else:
-        _nf4_chunked_stats(args, K, n_tiles, cnt_ptr, sum_ptr, R, C, INPUT_STATS, V)
+        _nf4_chunked_stats(args, K, n_tiles, cnt_ptr, sum_ptr, R * C, INPUT_STATS)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -378,10 +380,8 @@ def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache:
     # (Blocks in chunks, NCH > 1, loop over their chunks instead: UNROLL does not apply.)
     programs, unroll = stats_grid("nf4", x.dtype, groups, x.device)
     cnt, sums_ = partials(programs, x.device)
-    # V=1: the table look-ups of step 3 give the tile a layout of one element per thread along
-    # the block, in which runs of consecutive elements would be summed across threads.
     _nf4_sums[(programs,)](in_arg(xc), cnt, sums_, *args, n_tiles=groups, INPUT_STATS=bool(input_stats), UNROLL=unroll,
-                           V=1, **c)  # fmt: skip
+                           **c)  # fmt: skip
     return reduce(cnt, sums_, x.numel(), input_stats)
 
 
