@@ -57,6 +57,7 @@ __all__ = [
     "fq_program",
     "stats_program",
     "stats_grid",
+    "fq_warps",
     "lanes_v",
     "check_input",
     "in_arg",
@@ -495,21 +496,24 @@ def lanes_v(shape: tuple[int, ...], dtype: torch.dtype, warps: int, unroll: int,
     return max(1, min(16 // dtype.itemsize, shape[-1], math.prod(shape) // (32 * warps)))
 
 
-def stats_grid(family: str, dtype: torch.dtype, tiles: int, device: torch.device) -> tuple[int, int]:
-    """(programs, unroll) of a statistics kernel of ``family`` (a key of :data:`STATS_UNROLL`)
-    over ``tiles`` tiles of a ``dtype`` input: each program loops over every ``programs``-th
-    tile, ``unroll`` (:func:`stats_program`'s ``UNROLL``) per iteration, so the cross-lane
-    reductions run once per program. ``PROGRAMS_PER_SM[unroll]`` per SM on the GPU; a few on
-    the CPU, so that Triton's interpreter runs the loops over several tiles too."""
+def stats_grid(family: str, dtype: torch.dtype, tiles: int, device: torch.device) -> tuple[int, int, int]:
+    """(programs, unroll, warps) of a statistics kernel of ``family`` (a key of
+    :data:`STATS_UNROLL` and :data:`STATS_WARPS`) over ``tiles`` tiles of a ``dtype`` input:
+    each program loops over every ``programs``-th tile, ``unroll`` (:func:`stats_program`'s
+    ``UNROLL``) per iteration, so the cross-lane reductions run once per program.
+    ``PROGRAMS_PER_SM[unroll]`` per SM on the GPU; a few on the CPU, so that Triton's
+    interpreter runs the loops over several tiles too."""
     unroll = STATS_UNROLL[family].get(dtype, 1)
+    warps = STATS_WARPS[family]
     if device.type == "cuda":
-        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * _sm_count(device.index))), unroll
-    return max(1, min(tiles, 3)), unroll
+        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * _sm_count(device.index))), unroll, warps
+    return max(1, min(tiles, 3)), unroll, warps
 
 
-#: Tiles per iteration of each family's statistics loop, by input dtype (absent: 1), and
-#: statistics programs per SM on the GPU by that unroll factor: what measured fastest on the
-#: H200 (benchmarks/results/h200.md).
+#: Tiles per iteration of each family's statistics loop, by input dtype (absent: 1), its
+#: warps per program (the families' statistics tiles hold 1024 elements), and statistics
+#: programs per SM on the GPU by that unroll factor: what measured fastest on the H200
+#: (benchmarks/results/h200.md).
 STATS_UNROLL: dict[str, dict[torch.dtype, int]] = {
     "mx": {torch.float32: 4, torch.bfloat16: 4, torch.float16: 4},
     # minus_exp=auto: its tiles are long already (unrolled, they took minutes to compile)
@@ -523,7 +527,51 @@ STATS_UNROLL: dict[str, dict[torch.dtype, int]] = {
     "hifx": {},
     "nf4": {},
 }
+STATS_WARPS: dict[str, int] = {
+    "mx": 8,
+    "mx_auto": 8,
+    "cast": 8,
+    "int8sym": 8,
+    "hif8": 8,
+    "fp8": 8,
+    "nvfp": 4,
+    "qtype": 4,
+    "hifx": 4,
+    "nf4": 4,
+}
 PROGRAMS_PER_SM = {1: 8, 2: 4, 4: 2}
+
+#: Warps of a fake-quantization program on a tile of :data:`FQ_TILE` elements, per family, for
+#: (2-byte, float32) inputs: what measured fastest on the H200 on 8192x8192 tensors. Four warps
+#: (Triton's default) gave the heaviest tiles 128-188 registers per thread, too few warps per
+#: SM to keep the memory busy (benchmarks/results/h200.md).
+FQ_TILE = 4096
+FQ_WARPS: dict[str, tuple[int, int]] = {
+    "mx": (8, 16),
+    "qtype": (8, 16),
+    "nvf4": (8, 32),
+    "nvfp4": (8, 8),
+    "nf4": (8, 8),
+    "fp8": (16, 16),
+    "int8sym": (16, 16),
+    "hif8": (16, 16),
+    "hifx": (8, 8),
+    "cast": (8, 8),
+}
+
+
+def fq_warps(family: str, dtype: torch.dtype, programs: int, device: torch.device, tile: int = FQ_TILE) -> int:
+    """``num_warps`` of a fake-quantization kernel of ``family`` (a key of :data:`FQ_WARPS`)
+    launched as ``programs`` programs of ``tile`` elements each: the table's, scaled with the
+    tile (so that each thread holds as many elements), and at least 16 when the tensor has
+    fewer tiles than four per SM (1024x1024: 256 tiles), where more threads per tile measured
+    faster (MX 78 % -> 90 % of copy on bfloat16); 32 at most."""
+    w = FQ_WARPS[family][dtype == torch.float32] * max(1, tile // FQ_TILE)
+    if device.type == "cuda" and programs < 4 * _sm_count(device.index):
+        w = max(w, 16)
+    return min(w, 32)
+
+
 _SMS: dict = {}
 
 

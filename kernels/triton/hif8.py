@@ -56,6 +56,7 @@ from ._common import (
     IN_KIND,
     check_input,
     fq_program,
+    fq_warps,
     in_arg,
     lanes_v,
     load_f32,
@@ -78,7 +79,6 @@ TILE_ELEMS = TILE_ROWS * TILE_COLS
 #: The statistics tiles: _STATS_ROWS × TILE_COLS (1024 elements, 4 per thread of 8 warps), smaller
 #: as every lane carries its accumulators across the tiles of its program.
 _STATS_ROWS = 8
-_STATS_WARPS = 8
 
 _OUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _OVERFLOWS = ("saturate", "inf", "tof8")
@@ -241,7 +241,8 @@ def hif8_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = N
     xf, out_dtype, args, c = _launch_args(x, spec, cache)
     out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
     programs = triton.cdiv(xf.numel(), TILE_ELEMS)
-    _hif8_fq_kernel[(programs,)](in_arg(xf), in_arg(out), *args, **c)
+    warps = fq_warps("hif8", x.dtype, programs, x.device)
+    _hif8_fq_kernel[(programs,)](in_arg(xf), in_arg(out), *args, **c, num_warps=warps)
     return out
 
 
@@ -259,14 +260,14 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     xf, _, args, c = _launch_args(x, spec, cache)
     c["ROWS"] = _STATS_ROWS
     tiles = triton.cdiv(xf.numel(), _STATS_ROWS * TILE_COLS)
-    programs, unroll = stats_grid("hif8", x.dtype, tiles, x.device)
+    programs, unroll, warps = stats_grid("hif8", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
     # Unscaled, q is a HiF8 value (at most 3 mantissa bits, a bfloat16); scaled, it is that
     # divided by an arbitrary float32 s, which the output rounding normally changes.
     exact = not c["SCALED"]
     _hif8_sums_kernel[(programs,)](
         in_arg(xf), cnt, sums, *args, n_tiles=tiles, EXACT_OUT=exact, INPUT_STATS=input_stats, UNROLL=unroll, **c,
-        V=lanes_v((_STATS_ROWS, TILE_COLS), x.dtype, _STATS_WARPS, unroll, input_stats), num_warps=_STATS_WARPS,
+        V=lanes_v((_STATS_ROWS, TILE_COLS), x.dtype, warps, unroll, input_stats), num_warps=warps,
     )  # fmt: skip
     return reduce(cnt, sums, x.numel(), input_stats)
 

@@ -61,6 +61,7 @@ from ._common import (
     as_rows,
     check_input,
     fq_program,
+    fq_warps,
     in_arg,
     lanes_v,
     load_f32,
@@ -81,7 +82,6 @@ TILE_ELEMS = 4096
 #: Elements per statistics tile (16 groups) and its warps: small, as every lane carries its
 #: accumulators across the program's tiles.
 STATS_ELEMS = 1024
-STATS_WARPS = 8
 _VARIANTS = ("torch", "numpy")
 
 
@@ -275,7 +275,8 @@ def hifx_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
     c = _constants(spec, x.dtype)
     out = torch.empty_like(xm)
     n_groups, ngrp, L, programs = _grid(xm, c)
-    _hifx_fq[(programs,)](in_arg(xm), in_arg(out), n_groups, ngrp, L, **c)
+    warps = fq_warps("hifx", x.dtype, programs, x.device, c["GPP"] * 64)
+    _hifx_fq[(programs,)](in_arg(xm), in_arg(out), n_groups, ngrp, L, **c, num_warps=warps)
     return out.movedim(-1, axis).contiguous()
 
 
@@ -293,12 +294,12 @@ def hifx_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     xm, _ = _rows_view(x.detach(), spec, cache)
     c = _constants(spec, x.dtype, STATS_ELEMS)
     n_groups, ngrp, L, tiles = _grid(xm, c)
-    programs, unroll = stats_grid("hifx", x.dtype, tiles, x.device)
+    programs, unroll, warps = stats_grid("hifx", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
-    v = lanes_v((c["GPP"] * 16, 4), x.dtype, STATS_WARPS, unroll, input_stats)
+    v = lanes_v((c["GPP"] * 16, 4), x.dtype, warps, unroll, input_stats)
     _hifx_sums[(programs,)](
         in_arg(xm), cnt, sums, n_groups, ngrp, L, tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v,
-        num_warps=STATS_WARPS, **c,
+        num_warps=warps, **c,
     )  # fmt: skip
     return reduce(cnt, sums, x.numel(), input_stats)
 

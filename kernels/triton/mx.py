@@ -77,6 +77,7 @@ from ._common import (
     IN_KIND,
     along_last,
     check_input,
+    fq_warps,
     in_arg,
     lanes_v,
     load_f32,
@@ -101,7 +102,6 @@ MAX_BLOCK = 8192
 #: The statistics tiles (elements, and the longest block=0 row one holds) and warps: smaller
 #: tiles, as every lane carries its accumulators across the tiles of its program.
 STATS_TILE = 1024
-STATS_WARPS = 8
 #: shared_exp=none: the tile's row length over the flattened tensor (any power of two works).
 PER_ELEM_ROW = 128
 
@@ -667,7 +667,8 @@ def mx_fake_quantize(x: torch.Tensor, spec: FormatSpec, generator: torch.Generat
         return fake_quantize_ref(x, spec, generator)
     xm, axis, c, ptrs, (n_blocks, nblk, L, programs) = _prepare(x, spec, generator, None)
     out = torch.empty_like(xm)
-    _mx_fq_kernel[(programs,)](*ptrs, in_arg(out), n_blocks, nblk, L, **c)
+    warps = fq_warps("mx", x.dtype, programs, x.device, c["BPP"] * c["BP2"])
+    _mx_fq_kernel[(programs,)](*ptrs, in_arg(out), n_blocks, nblk, L, **c, num_warps=warps)
     if c["PER_ELEM"]:
         return out.view(x.shape)
     return out.movedim(-1, axis).contiguous()
@@ -692,12 +693,12 @@ def mx_sums(
         q = fake_quantize_ref(x, spec, generator)
         return error_sums_ref(x, q, unit_bound(x, spec), input_stats=input_stats)
     xm, axis, c, ptrs, (n_blocks, nblk, L, tiles) = _prepare(x, spec, generator, cache, stats=True)
-    programs, unroll = stats_grid("mx_auto" if c["AUTO"] else "mx", x.dtype, tiles, x.device)
+    programs, unroll, warps = stats_grid("mx_auto" if c["AUTO"] else "mx", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
-    v = lanes_v((c["BPP"], c["BP2"]), x.dtype, STATS_WARPS, unroll, input_stats)
+    v = lanes_v((c["BPP"], c["BP2"]), x.dtype, warps, unroll, input_stats)
     _mx_sums_kernel[(programs,)](
         *ptrs, cnt, sums, n_blocks, nblk, L, tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v,
-        num_warps=STATS_WARPS, **c,
+        num_warps=warps, **c,
     )  # fmt: skip
     return reduce(cnt, sums, x.numel(), input_stats)
 

@@ -65,6 +65,7 @@ from ._common import (
     IN_KIND,
     check_input,
     fq_program,
+    fq_warps,
     in_arg,
     load_f32,
     partials,
@@ -90,7 +91,6 @@ MAX_TILE_BLOCK = 8192
 #: statistics kernel's warps: small tiles, since every lane carries the per-lane accumulators of
 #: each element it holds.
 STATS_TILE_ELEMS = 1024
-STATS_WARPS = 8
 #: The longest block: positions within a block are int32 in the kernels.
 MAX_BLOCK = 2**30
 #: float32 bits of bitsandbytes' absmax floor (1e-38 rounded to float32, a subnormal).
@@ -345,8 +345,11 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tupl
         MAGIC=_MAGIC,
         MAGIC_BITS=_MAGIC_BITS,
         N_CELLS=_N_CELLS,
-        num_warps=STATS_WARPS if stats else 8 if kc * bpp > TILE_ELEMS else 4,
     )
+    if stats:
+        c["num_warps"] = stats_grid("nf4", x.dtype, groups, x.device)[2]
+    else:
+        c["num_warps"] = fq_warps("nf4", x.dtype, groups, x.device, kc * bpp)
     mid, code2 = _tables(x.device)
     return xc, groups, (mid, code2, n_blocks, nblk, L, inner), c
 
@@ -378,7 +381,7 @@ def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache:
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xc, groups, args, c = _launch_args(x, spec, stats=True)
     # (Blocks in chunks, NCH > 1, loop over their chunks instead: UNROLL does not apply.)
-    programs, unroll = stats_grid("nf4", x.dtype, groups, x.device)
+    programs, unroll, _ = stats_grid("nf4", x.dtype, groups, x.device)  # (warps: in c)
     cnt, sums_ = partials(programs, x.device)
     _nf4_sums[(programs,)](in_arg(xc), cnt, sums_, *args, n_tiles=groups, INPUT_STATS=bool(input_stats), UNROLL=unroll,
                            **c)  # fmt: skip

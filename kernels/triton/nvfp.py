@@ -85,6 +85,7 @@ from ._common import (
     along_last,
     check_input,
     fq_program,
+    fq_warps,
     in_arg,
     lanes_v,
     load_f32,
@@ -108,7 +109,6 @@ BPP = TILE_ELEMS // NVFP4_BLOCK
 #: tiles, since every thread carries accumulators for the runs of elements it holds.
 STATS_TILE_ELEMS = 1024
 STATS_BPP = STATS_TILE_ELEMS // NVFP4_BLOCK
-STATS_WARPS = 8
 _F32 = torch.float32
 
 
@@ -341,7 +341,8 @@ def nvfp_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = N
         return fake_quantize_ref(x, spec, None)
     xm, axis, amax, args, c, programs = _prepare(x, spec, cache)
     out = torch.empty_like(xm)
-    _nvfp_fq[(programs,)](in_arg(xm), amax, in_arg(out), *args, **c)
+    warps = fq_warps(spec.family, x.dtype, programs, x.device, c["BPP"] * NVFP4_BLOCK)
+    _nvfp_fq[(programs,)](in_arg(xm), amax, in_arg(out), *args, **c, num_warps=warps)
     return out.movedim(-1, axis).contiguous()
 
 
@@ -357,12 +358,12 @@ def nvfp_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xm, _, amax, args, c, tiles = _prepare(x, spec, cache, STATS_BPP)
-    programs, unroll = stats_grid("nvfp", x.dtype, tiles, x.device)
+    programs, unroll, warps = stats_grid("nvfp", x.dtype, tiles, x.device)
     cnt, sums_ = partials(programs, x.device)
     exact = spec.family == "nvf4"  # see the module docstring
-    v = lanes_v((c["BPP"], 16), x.dtype, STATS_WARPS, unroll, input_stats)
+    v = lanes_v((c["BPP"], 16), x.dtype, warps, unroll, input_stats)
     _nvfp_sums[(programs,)](in_arg(xm), amax, cnt, sums_, *args, n_tiles=tiles, EXACT_OUT=exact,
-                            INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=STATS_WARPS, **c)  # fmt: skip
+                            INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=warps, **c)  # fmt: skip
     return reduce(cnt, sums_, x.numel(), input_stats)
 
 

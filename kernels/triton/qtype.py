@@ -66,6 +66,7 @@ from ._common import (
     as_rows,
     check_input,
     fq_program,
+    fq_warps,
     in_arg,
     lanes_v,
     load_f32,
@@ -86,7 +87,6 @@ TILE_ELEMS = 4096
 #: Elements per statistics tile (outer blocks per tile likewise, at least 1) and its warps:
 #: small, as every lane carries its accumulators across the program's tiles.
 STATS_ELEMS = 1024
-STATS_WARPS = 8
 #: Largest padded outer block (next_pow2(B) · next_pow2(b)) one program holds.
 MAX_BLOCK = 8192
 #: fl32(9.6e-7), exactly representable, so the kernels' constant is the reference's operand.
@@ -357,7 +357,8 @@ def qtype_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
     out = torch.empty_like(xm)
     n_outer, nob, L, programs = _grid(xm, c)
     # No FMA contraction: every float32 op rounds on its own, as in torch and the interpreter.
-    _qtype_fq[(programs,)](in_arg(xm), in_arg(out), n_outer, nob, L, **c, enable_fp_fusion=False)
+    warps = fq_warps("qtype", x.dtype, programs, x.device, c["OPP"] * c["BP2B"] * c["BP2"])
+    _qtype_fq[(programs,)](in_arg(xm), in_arg(out), n_outer, nob, L, **c, num_warps=warps, enable_fp_fusion=False)
     return out.movedim(-1, axis).contiguous()
 
 
@@ -374,10 +375,10 @@ def qtype_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cach
     xm, _ = _rows_view(x.detach(), spec, cache)
     c = _constants(spec, x.dtype, STATS_ELEMS)
     n_outer, nob, L, tiles = _grid(xm, c)
-    programs, unroll = stats_grid("qtype", x.dtype, tiles, x.device)
+    programs, unroll, warps = stats_grid("qtype", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
     # Outer blocks past STATS_ELEMS sit whole in one tile: more warps keep ~4 elements per thread.
-    warps = min(32, STATS_WARPS * max(1, c["BP2"] * c["BP2B"] // STATS_ELEMS))
+    warps = min(32, warps * max(1, c["BP2"] * c["BP2B"] // STATS_ELEMS))
     v = lanes_v((c["OPP"] * c["BP2B"], c["BP2"]), x.dtype, warps, unroll, input_stats)
     _qtype_sums[(programs,)](
         in_arg(xm), cnt, sums, n_outer, nob, L, tiles, **c, EXACT_OUT=c["M"] <= 7, INPUT_STATS=bool(input_stats),

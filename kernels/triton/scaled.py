@@ -66,6 +66,7 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     fq_program,
+    fq_warps,
     in_arg,
     lanes_v,
     load_f32,
@@ -85,14 +86,12 @@ FAMILIES = ("fp8tensor", "int8sym", "cast")
 _TILE = 4096
 _TC = 256
 #: int8sym along the last axis: rows up to a tile long (_MAX_ROW for the fake quantization, with
-#: _ROW_WARPS warps past _TILE) sit whole in one tile, which takes their amax itself (one pass
-#: over x); longer rows are split in tile rows of _MAX_BC, amax from torch (a second pass).
+#: the 16 warps of ``_common.FQ_WARPS``) sit whole in one tile, which takes their amax itself (one
+#: pass over x); longer rows are split in tile rows of _MAX_BC, amax from torch (a second pass).
 _MAX_BC = 1024
 _MAX_ROW = 16384
-_ROW_WARPS = 16
 #: The statistics kernels' tiles: smaller, as every lane carries its accumulators across tiles.
 _STATS_TILE = 1024
-_STATS_WARPS = 8
 
 _CAST_KIND = {"fp32": 0, "bf16": 1, "fp16": 2}
 _CAST_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -428,16 +427,17 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
     tiles, shape = _geometry(x, spec, _STATS_TILE) if stats else _geometry(x, spec, _TILE, _MAX_ROW)
     if stats:
         family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)
-        programs, unroll = stats_grid(family, x.dtype, tiles, x.device)
+        programs, unroll, warps = stats_grid(family, x.dtype, tiles, x.device)
         cnt, sums = partials(programs, x.device)
         head, grid = (cnt, sums), (programs,)
         tile = (shape["BR"], shape["BC"]) if "BR" in shape else (shape["TR"], shape["TC"])
-        v = lanes_v(tile, x.dtype, _STATS_WARPS, unroll, input_stats)
-        tail = dict(n_tiles=tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=_STATS_WARPS)
+        v = lanes_v(tile, x.dtype, warps, unroll, input_stats)
+        tail = dict(n_tiles=tiles, INPUT_STATS=input_stats, UNROLL=unroll, V=v, num_warps=warps)
     else:
-        head, grid, tail = (in_arg(dst),), (tiles,), {}
-        if shape.get("BC", 0) > _TILE:  # a whole row longer than a tile
-            tail["num_warps"] = _ROW_WARPS
+        head, grid = (in_arg(dst),), (tiles,)
+        # (int8sym: a whole row longer than a tile keeps the table's 16 warps, 512 threads.)
+        family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)
+        tail = dict(num_warps=fq_warps(family, x.dtype, tiles, x.device))
     xa = in_arg(x)
     seed = spec.emulate == "seed"
     kind = IN_KIND[x.dtype]

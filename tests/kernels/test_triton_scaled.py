@@ -92,7 +92,7 @@ def test_other_axes_shapes_and_layouts():
     check_sums(x3, "int8sym:axis=1", cache=cache)  # the row amax in kernels.triton.mx's layout:
     assert torch.equal(cache[("absmax_axis", 1)], x3.movedim(1, -1).abs().amax(-1).reshape(-1))
     # Rows longer than a tile: int8sym's fake quantization holds them whole (one 8192-wide tile
-    # per row, _ROW_WARPS warps), its statistics take 5 tiles per row and torch's row amax.
+    # per row, 16 warps), its statistics take 5 tiles per row and torch's row amax.
     wide = heavy((2, 5000), seed=4)
     wide[1, 4500] = 1e6  # the row amax in the last tile of the row
     cache = {}

@@ -110,7 +110,7 @@ def test_stats_programs_mix_fast_and_careful_passes(dtype):
     from kernels.triton import _common
 
     n = 7 * 1024  # 7 tiles of the scaled family's statistics: programs take tiles {0,3,6}, {1,4}, {2,5}
-    assert _common.stats_grid("fp8", torch.float32, 7, torch.device("cpu")) == (3, 1)
+    assert _common.stats_grid("fp8", torch.float32, 7, torch.device("cpu")) == (3, 1, 8)
     g = torch.Generator().manual_seed(5)
     base = torch.randn(n, generator=g)
     nan = base.clone()
