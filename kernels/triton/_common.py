@@ -45,6 +45,8 @@ __all__ = [
     "COUNTS",
     "FSUMS",
     "pow2",
+    "rne_small",
+    "rha",
     "bf16_bits",
     "round_out",
     "load_f32",
@@ -94,6 +96,23 @@ def pow2(e):
     normal = (tl.maximum(e, -126) + 127) << 23
     sub = 1 << tl.minimum(tl.maximum(e + 149, 0), 22)
     return tl.where(e >= -126, normal, sub).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def rne_small(t):
+    """Round half to even of float32 ``t`` in [0, 2^23] to an integer-valued float32 (NaN stays
+    NaN): adding and subtracting 2^23, both exact there. No int conversions, which issue at an
+    eighth of the float32 rate on the GPU."""
+    return (t + 8388608.0) - 8388608.0
+
+
+@triton.jit
+def rha(t):
+    """Round half away from zero of float32 ``t >= 0`` (any size, +Inf too; NaN stays NaN) to an
+    integer-valued float32: :func:`rne_small` below 2^23 (t >= 2^23 is an integer already), plus
+    one where that rounded a tie down (``t - r`` is exact: r is within a factor 2 of t)."""
+    r = tl.where(t < 8388608.0, rne_small(t), t)
+    return r + tl.where(t - r == 0.5, 1.0, 0.0)
 
 
 @triton.jit

@@ -16,8 +16,8 @@ Shared per tile:
   ``torch.amax`` does.
 - **E4M3 rounding** of a per-block value v in [0, 448] (``reference.fp8.round_to_grid``):
   the step ``2^(max(floor(log2 v), -6) - 3)`` from the exponent field (an fp32-subnormal v
-  has field 0 and gets the -6 floor), ``t = v / step`` is exact, and RNE is integer work on
-  ``trunc(t)`` and the exact remainder.
+  has field 0 and gets the -6 floor), ``t = v / step`` is exact, and its RNE is
+  ``_common.rne_small``.
 - **E2M1 rounding** (RNE, saturating at 6) by comparisons with the midpoints of the grid
   {0, .5, 1, 1.5, 2, 3, 4, 6}: a value above 0.25 moves up, at or above 0.75, above 1.25,
   at or above 1.75, above 2.5, at or above 3.5, above 5 (ties go to the even code). No
@@ -92,6 +92,7 @@ from ._common import (
     partials,
     pow2,
     reduce,
+    rne_small,
     round_out,
     stats_grid,
     stats_program,
@@ -123,20 +124,10 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 @triton.jit
-def _rne_int(t):
-    """RNE of float32 t >= 0 to an integer-valued float32 (trunc and exact remainder); t is capped
-    at 2^24 to keep the int conversion defined (larger t are never used: masked or saturated)."""
-    t = tl.minimum(t, 16777216.0)
-    ti = t.to(tl.int32)  # trunc = floor for t >= 0
-    rem = t - ti.to(tl.float32)  # exact
-    return (ti + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.int32)).to(tl.float32)
-
-
-@triton.jit
 def _e4m3(v):
     """``round_to_grid(v, E4M3)`` for float32 v in [0, 448] (RNE; subnormal steps 2^-9)."""
     e = tl.maximum((v.to(tl.int32, bitcast=True) >> 23) - 127, -6)
-    return _rne_int(v * pow2(3 - e)) * pow2(e - 3)  # v·2^(3-e) is exact, in [0, 16)
+    return rne_small(v * pow2(3 - e)) * pow2(e - 3)  # v·2^(3-e) is exact, in [0, 16)
 
 
 @triton.jit
@@ -204,14 +195,14 @@ def _nvf4_seed_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.
     # §4.2 step 3: e = max(floor(log2(sf + eps)), -6); binades below -6 clamp either way.
     y = round_out(sf + eps, IN_KIND)
     e = tl.where(nanb, 0, tl.maximum((y.to(tl.int32, bitcast=True) >> 23) - 127, -6))
-    S = _rne_int(sf * pow2(3 - e)) * pow2(e - 3)  # exact in the input dtype: r <= 16
+    S = rne_small(sf * pow2(3 - e)) * pow2(e - 3)  # exact in the input dtype: r <= 16
     Sp = round_out(S + eps, IN_KIND)  # step 4: S' = S + eps divides and decodes
     a = ab.to(tl.float32, bitcast=True)
     v = round_out(tl.div_rn(a, Sp[:, None]), IN_KIND)
     # Step 5: e2 = max(floor(log2(v + eps)), 0), from v's exponent field (module docstring);
     # from binade 3 up the element saturates at 6 whatever e2 is.
     e2 = tl.minimum(tl.maximum((v.to(tl.int32, bitcast=True) >> 23) - 127, 0), 3)
-    m1 = _rne_int(v * pow2(1 - e2)) * 0.5
+    m1 = rne_small(v * pow2(1 - e2)) * 0.5  # (v >= 8 or Inf, any value: e2 = 3 saturates)
     q = tl.where(e2 == 3, 6.0, tl.minimum(pow2(e2) * m1, 6.0))
     # Step 6: sign(x)·S'·q, with torch's sign(±0) = +0.
     out = round_out(Sp[:, None] * q, IN_KIND)

@@ -28,8 +28,7 @@ and the interpreter agree with torch; FMA contraction is turned off at launch):
    that the block flushes (step 7) to zeros carrying x's sign. ``p`` from fl32(z + 9.6e-7), the
    same addition; ``t = z·2^(M-p)`` and ``v = r·2^(p-M)`` multiply by the same powers of two
    (built from bits, subnormal ones as such) as the reference's ``pow2``; the ties-away rounding
-   ``r`` is integer work on ``trunc(t)`` and the exact remainder (t >= 2^23 is an integer
-   already). Then ``min(v, fp_val_max)·2^s`` and the sign ORed back from x.
+   ``r`` is ``_common.rha`` (t >= 2^23 is an integer already). Then ``min(v, fp_val_max)·2^s`` and the sign ORed back from x.
 5. **E = 0** (integer mantissas): the carry bump is taken from the block max, as in
    ``kernels.ranges`` (rounding and division are monotone, so ``any(round(|x|/2^g) > top)`` is
    ``round(m/2^g) > top``; a block where that differs holds a NaN and comes out NaN). Elements
@@ -73,6 +72,7 @@ from ._common import (
     partials,
     pow2,
     reduce,
+    rha,
     round_out,
     stats_grid,
     stats_program,
@@ -162,14 +162,6 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 @triton.jit
-def _round_away(t):
-    """Ties-away rounding of t >= 0 (float32) as the reference's ``round_half_away``: floor by
-    an int truncation, plus one where the exact remainder is >= 1/2; t >= 2^23 is integral."""
-    f = tl.minimum(t, 16777216.0).to(tl.int32).to(tl.float32)
-    return tl.where(t >= 8388608.0, t, f + ((t - f) >= 0.5).to(tl.float32))
-
-
-@triton.jit
 def _qtype_tile(t, args, K: tl.constexpr):
     """Tile ``t``, (OPP, BP2B, BP2): (x, q, valid, offs, bound); q float32 before the output
     cast, bound (OPP, BP2B) per inner block. args (x_ptr, n_outer, nob, L), K (b, B, BP2, BP2B,
@@ -224,7 +216,7 @@ def _qtype_tile(t, args, K: tl.constexpr):
     if IS_INT:
         if CARRY:
             # The bump where round(m / 2^g) passes 2^M - 1 (g in [-127, 127] here).
-            g = g + (_round_away(m * pow2(-g)) > TOP).to(tl.int32)
+            g = g + (rha(m * pow2(-g)) > TOP).to(tl.int32)
         bad = nan_m | (m >= OVER)
     else:
         bad = nan_m
@@ -239,7 +231,7 @@ def _qtype_tile(t, args, K: tl.constexpr):
     if IS_INT:
         X = pow2(s)
         t = ax * pow2(-s)[:, :, None]
-        mag = tl.minimum(_round_away(t), TOP) * X[:, :, None]
+        mag = tl.minimum(rha(t), TOP) * X[:, :, None]
         bits = tl.where(ax < UNDER, 0, mag.to(tl.int32, bitcast=True) | sign)
         bound = TOP * X
     else:
@@ -250,7 +242,7 @@ def _qtype_tile(t, args, K: tl.constexpr):
         zb = (z + EPS).to(tl.int32, bitcast=True)
         p = tl.minimum(tl.maximum(((zb >> 23) & 0xFF) - 127, EXP_MIN), EXP_MAX)
         t = z * pow2(M - p)
-        v = tl.minimum(_round_away(t) * pow2(p - M), FP_MAX)
+        v = tl.minimum(rha(t) * pow2(p - M), FP_MAX)
         mag = v * X[:, :, None]
         bits = tl.where(flush[:, :, None], 0, mag.to(tl.int32, bitcast=True)) | sign
         bound = tl.where(flush, 0.0, FP_MAX * X)

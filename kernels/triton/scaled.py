@@ -19,8 +19,8 @@ same IEEE operation in the interpreter and on the GPU. Per element, on magnitude
 sign bit ORed back (division and rounding are odd functions, so -0 stays -0):
 ``v = min(|x|·scale, max_norm)`` (finite whenever amax is finite and >= 2^-23, since
 |x| <= amax); the step ``2^max(floor(log2 v), emin) · 2^-M`` from v's exponent field, as
-``reference.fp8.round_to_grid`` reads it; ``t = v / step`` is exact (a power of two), so RNE is
-integer work on ``trunc(t)`` and its exact remainder; ``r·step`` is exact and the final
+``reference.fp8.round_to_grid`` reads it; ``t = v / step`` is exact (a power of two), its RNE
+is ``_common.rne_small``; ``r·step`` is exact and the final
 ``/ scale`` is ``tl.div_rn`` (IEEE, like torch; Triton's default float32 division is
 approximate on the GPU). Then the reference's guards: amax < 2^-23 returns x, a NaN/Inf amax
 makes everything NaN. The clip bound (``kernels.ranges``: ``max_norm / scale``, +Inf under
@@ -50,8 +50,6 @@ conversion (RNE, overflow to ±Inf, subnormals kept), then the output dtype's ro
 rounding. ``back`` is the input dtype, float32 for emulate=seed. The clip bound is the
 constant of ``kernels.ranges`` (the largest finite round trip, or +Inf when none overflows).
 
-Local helper (not in ``_common``): ``_rne_int``, RNE of a non-negative float32 below 2^23 by
-integer work (``mx.py`` inlines the same steps).
 """
 
 from __future__ import annotations
@@ -72,6 +70,7 @@ from ._common import (
     load_f32,
     partials,
     reduce,
+    rne_small,
     round_out,
     stats_grid,
     stats_program,
@@ -112,16 +111,6 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 
 # --------------------------------------------------------------------------- device code
-
-
-@triton.jit
-def _rne_int(t):
-    """RNE of float32 ``t`` in [0, 2^23) to an integer-valued float32 (exact: trunc and the
-    remainder are exact there), as ``torch.round``."""
-    ti = t.to(tl.int32)
-    f = ti.to(tl.float32)
-    rem = t - f
-    return f + ((rem > 0.5) | ((rem == 0.5) & ((ti & 1) == 1))).to(tl.float32)
 
 
 @triton.jit
@@ -166,7 +155,7 @@ def _fp8_tile(t, args, K: tl.constexpr):
     step_bits = tl.maximum(v.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23) - (M << 23)
     step = step_bits.to(tl.float32, bitcast=True)
     inv = ((254 << 23) - step_bits).to(tl.float32, bitcast=True)  # 1/step, a normal power of two
-    qm = tl.div_rn(_rne_int(v * inv) * step, scale)
+    qm = tl.div_rn(rne_small(v * inv) * step, scale)
     q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
     q = tl.where(tiny, x, tl.where(finite, q, float("nan")))
 
@@ -225,7 +214,7 @@ def _int8_tile(t, args, K: tl.constexpr):
     sign = xb ^ ab
     y = round_out(tl.div_rn(ab.to(tl.float32, bitcast=True), step), ARITH_KIND)
     # round, clamp to 127 (clamping first is the same: rounding is monotone), times step.
-    r = _rne_int(tl.minimum(y, 127.0))
+    r = rne_small(tl.minimum(y, 127.0))  # torch.round; NaN stays NaN
     qm = round_out(r * step, ARITH_KIND)
     q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
     q = tl.where(y != y, float("nan"), q)  # 0/0, x/NaN, Inf/Inf: torch's NaN passes round and clamp
