@@ -28,7 +28,8 @@ and the interpreter agree with torch; FMA contraction is turned off at launch):
    that the block flushes (step 7) to zeros carrying x's sign. ``p`` from fl32(z + 9.6e-7), the
    same addition; ``t = z·2^(M-p)`` and ``v = r·2^(p-M)`` multiply by the same powers of two
    (built from bits, subnormal ones as such) as the reference's ``pow2``; the ties-away rounding
-   ``r`` is ``_common.rha`` (t >= 2^23 is an integer already). Then ``min(v, fp_val_max)·2^s`` and the sign ORed back from x.
+   ``r`` is ``_common.rha`` (t >= 2^23 is an integer already). Then ``min(v, fp_val_max)·2^s``
+   and the sign ORed back from x.
 5. **E = 0** (integer mantissas): the carry bump is taken from the block max, as in
    ``kernels.ranges`` (rounding and division are monotone, so ``any(round(|x|/2^g) > top)`` is
    ``round(m/2^g) > top``; a block where that differs holds a NaN and comes out NaN). Elements
