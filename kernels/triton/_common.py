@@ -7,7 +7,8 @@ to the output dtype), the in-bounds mask, the element offsets, and the clip boun
 (anything that broadcasts against the tile; +Inf for "never clips", NaN counts nothing); ``args``
 holds the runtime arguments, ``K`` the constexprs. Its kernels hand that function to a driver:
 
-- :func:`fq_program`: one tile per program, stored in the output dtype;
+- :func:`fq_program`: one tile per program, stored in the output dtype, with the warps of
+  :func:`fq_warps` (a table per family: Triton's default 4 left heavy tiles short of warps);
 - :func:`stats_program`: the fused quantize + statistics. Each program runs tiles ``pid``,
   ``pid + num_programs``, ... and accumulates every sum and count in registers, one
   accumulator per run of ``V`` consecutive elements a thread holds (:func:`stats_add`; V = 1,
