@@ -48,6 +48,7 @@ __all__ = [
     "pow2",
     "rne_small",
     "rha",
+    "rha_small",
     "bf16_bits",
     "round_out",
     "load_f32",
@@ -108,10 +109,18 @@ def rne_small(t):
 
 
 @triton.jit
+def rha_small(t):
+    """Round half away from zero of float32 ``t`` in [0, 2^23] (NaN stays NaN) to an
+    integer-valued float32: :func:`rne_small`, plus one where that rounded a tie down (``t - r``
+    is exact: r is within a factor 2 of t)."""
+    r = rne_small(t)
+    return r + tl.where(t - r == 0.5, 1.0, 0.0)
+
+
+@triton.jit
 def rha(t):
-    """Round half away from zero of float32 ``t >= 0`` (any size, +Inf too; NaN stays NaN) to an
-    integer-valued float32: :func:`rne_small` below 2^23 (t >= 2^23 is an integer already), plus
-    one where that rounded a tie down (``t - r`` is exact: r is within a factor 2 of t)."""
+    """:func:`rha_small` for float32 ``t >= 0`` of any size, +Inf too (t >= 2^23 is an integer
+    already and is its own value)."""
     r = tl.where(t < 8388608.0, rne_small(t), t)
     return r + tl.where(t - r == 0.5, 1.0, 0.0)
 

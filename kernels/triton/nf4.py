@@ -115,9 +115,10 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 
 @triton.jit
 def _nf4_locate(pid, k0, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.constexpr, BPP: tl.constexpr,
-                TRANS: tl.constexpr):  # fmt: skip
+                TRANS: tl.constexpr, EVEN: tl.constexpr = False):  # fmt: skip
     """(offs, valid) of positions k0 .. k0 + KC - 1 of the program's BPP blocks: a [BPP, KC]
-    tile, or [KC, BPP] when TRANS (the block along dim 0)."""
+    tile, or [KC, BPP] when TRANS (the block along dim 0). EVEN (not TRANS, rows of whole
+    blocks, BLOCK == KC a power of two): block g is the flat run g·BLOCK ..., no division."""
     g = pid.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
     k = k0 + tl.arange(0, KC)
     if TRANS:
@@ -131,6 +132,9 @@ def _nf4_locate(pid, k0, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.c
         pos = (b * BLOCK)[None, :] + k[:, None]
         valid = (g < n_blocks)[None, :] & (k < BLOCK)[:, None] & (pos < L)
         offs = base[None, :] + k[:, None].to(tl.int64) * INNER
+    elif EVEN:
+        offs = g[:, None] * BLOCK + k[None, :]
+        valid = tl.broadcast_to((g < n_blocks)[:, None], (BPP, KC))
     else:
         row = g // nblk
         col = (g - row * nblk) * BLOCK
@@ -215,7 +219,7 @@ def _nf4_tile(t, args, K: tl.constexpr):
     KC: tl.constexpr = K[1]
     BPP: tl.constexpr = K[3]
     TRANS: tl.constexpr = K[5]
-    offs, valid = _nf4_locate(t, 0, n_blocks, nblk, L, INNER, K[0], KC, BPP, TRANS)
+    offs, valid = _nf4_locate(t, 0, n_blocks, nblk, L, INNER, K[0], KC, BPP, TRANS, K[10])
     x = load_f32(x_ptr, offs, valid, K[4])
     q = _nf4_decode(x, _nf4_amax(x, TRANS), mid_ptr, code_ptr, BPP, TRANS, K[6], K[7], K[8], K[9])
     return x, q, valid, offs, tl.full([1, 1], float("inf"), tl.float32)
@@ -258,10 +262,10 @@ def _nf4_chunked_stats(args, K: tl.constexpr, n_groups, cnt_ptr, sum_ptr, LANES:
 @triton.jit
 def _nf4_fq(x_ptr, out_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.constexpr,
             NCH: tl.constexpr, BPP: tl.constexpr, IN_KIND: tl.constexpr, TRANS: tl.constexpr, FLOOR_BITS: tl.constexpr,
-            MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr):  # fmt: skip
+            MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
     """Fake quantization of block group ``pid``: with NCH == 1 its blocks fit one tile and x is
     read once; longer blocks are cut into NCH chunks, read twice (absmax, then quantize)."""
-    K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
+    K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS, EVEN)
     args = (x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER)
     if NCH == 1:
         fq_program(_nf4_tile, args, K, out_ptr, IN_KIND)
@@ -277,9 +281,9 @@ def _nf4_fq(x_ptr, out_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, BLOCK: 
 def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER, n_tiles, BLOCK: tl.constexpr,
               KC: tl.constexpr, NCH: tl.constexpr, BPP: tl.constexpr, IN_KIND: tl.constexpr, TRANS: tl.constexpr,
               FLOOR_BITS: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr, N_CELLS: tl.constexpr,
-              INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
+              EVEN: tl.constexpr, INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
     """The fused statistics over ``n_tiles`` block groups (EXACT_OUT False: see the module docstring)."""
-    K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS)
+    K: tl.constexpr = (BLOCK, KC, NCH, BPP, IN_KIND, TRANS, FLOOR_BITS, MAGIC, MAGIC_BITS, N_CELLS, EVEN)
     args = (x_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INNER)
     if TRANS:
         R: tl.constexpr = KC
@@ -345,6 +349,8 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tupl
         MAGIC=_MAGIC,
         MAGIC_BITS=_MAGIC_BITS,
         N_CELLS=_N_CELLS,
+        # Rows of whole power-of-two blocks in one tile each: flat runs (no row division).
+        EVEN=not trans and nch == 1 and block == bp2 and L % block == 0,
     )
     if stats:
         c["num_warps"] = stats_grid("nf4", x.dtype, groups, x.device)[2]

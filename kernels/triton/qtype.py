@@ -74,6 +74,7 @@ from ._common import (
     pow2,
     reduce,
     rha,
+    rha_small,
     round_out,
     stats_grid,
     stats_program,
@@ -167,7 +168,7 @@ def _qtype_tile(t, args, K: tl.constexpr):
     """Tile ``t``, (OPP, BP2B, BP2): (x, q, valid, offs, bound); q float32 before the output
     cast, bound (OPP, BP2B) per inner block. args (x_ptr, n_outer, nob, L), K (b, B, BP2, BP2B,
     OPP, IN_KIND, IS_INT, M, EXP_MIN, EXP_MAX, LO, HI, DROP, CARRY, FP_MAX, TOP, UNDER, OVER,
-    EPS, SQRT2_MANT)."""
+    EPS, SQRT2_MANT, POW_BITS, EVEN)."""
     x_ptr, n_outer, nob, L = args
     b: tl.constexpr = K[0]
     B: tl.constexpr = K[1]
@@ -189,14 +190,22 @@ def _qtype_tile(t, args, K: tl.constexpr):
     OVER: tl.constexpr = K[17]
     EPS: tl.constexpr = K[18]
     SQRT2_MANT: tl.constexpr = K[19]
+    POW_BITS: tl.constexpr = K[20]
+    EVEN: tl.constexpr = K[21]
     ob = t.to(tl.int64) * OPP + tl.arange(0, OPP).to(tl.int64)  # global outer block ids
-    row = ob // nob
-    ocol = (ob % nob) * (b * B)
     j = tl.arange(0, BP2B)
     k = tl.arange(0, BP2)
-    cols = ocol[:, None, None] + (j * b)[None, :, None] + k[None, None, :]
-    valid = (ob < n_outer)[:, None, None] & (j < B)[None, :, None] & (k < b)[None, None, :] & (cols < L)
-    offs = row[:, None, None] * L + cols
+    if EVEN:
+        # Rows of whole outer blocks of power-of-two sizes: outer block ob is the flat run
+        # ob·b·B ..., no row/column division (a 64-bit division per block otherwise).
+        offs = ob[:, None, None] * (b * B) + (j * b)[None, :, None] + k[None, None, :]
+        valid = tl.broadcast_to((ob < n_outer)[:, None, None], (OPP, BP2B, BP2))
+    else:
+        row = ob // nob
+        ocol = (ob % nob) * (b * B)
+        cols = ocol[:, None, None] + (j * b)[None, :, None] + k[None, None, :]
+        valid = (ob < n_outer)[:, None, None] & (j < B)[None, :, None] & (k < b)[None, None, :] & (cols < L)
+        offs = row[:, None, None] * L + cols
     x = load_f32(x_ptr, offs, valid, IN_KIND)
     xb = x.to(tl.int32, bitcast=True)
     ab = xb & 0x7FFFFFFF
@@ -232,7 +241,10 @@ def _qtype_tile(t, args, K: tl.constexpr):
     if IS_INT:
         X = pow2(s)
         t = ax * pow2(-s)[:, :, None]
-        mag = tl.minimum(rha(t), TOP) * X[:, :, None]
+        if M <= 21:  # any t >= 2^22 gives TOP: rounding it is not needed
+            mag = tl.minimum(rha_small(tl.minimum(t, 4194304.0)), TOP) * X[:, :, None]
+        else:
+            mag = tl.minimum(rha(t), TOP) * X[:, :, None]
         bits = tl.where(ax < UNDER, 0, mag.to(tl.int32, bitcast=True) | sign)
         bound = TOP * X
     else:
@@ -241,9 +253,23 @@ def _qtype_tile(t, args, K: tl.constexpr):
         X = pow2(sc)
         z = ax * pow2(-sc)[:, :, None]
         zb = (z + EPS).to(tl.int32, bitcast=True)
-        p = tl.minimum(tl.maximum(((zb >> 23) & 0xFF) - 127, EXP_MIN), EXP_MAX)
-        t = z * pow2(M - p)
-        v = tl.minimum(rha(t) * pow2(p - M), FP_MAX)
+        if POW_BITS:
+            # 2^(M-p) and 2^(p-M) are normal for every p in [EXP_MIN, EXP_MAX]: built from p's
+            # clamped exponent field in one integer op each (as kernels.triton.mx does), where
+            # pow2 takes nine.
+            pf = tl.minimum(tl.maximum(zb & 0x7F800000, (EXP_MIN + 127) << 23), (EXP_MAX + 127) << 23)
+            t = z * ((M << 23) + (0x7F000000 - pf)).to(tl.float32, bitcast=True)
+            step = (pf - (M << 23)).to(tl.float32, bitcast=True)
+            if M <= 21:
+                # t >= 2^22 > 2^(M+1) only where p is clamped at EXP_MAX: then v >= 2^(EXP_MAX+1)
+                # > FP_MAX whatever the rounding, so t is capped and rounded without a range test.
+                v = tl.minimum(rha_small(tl.minimum(t, 4194304.0)) * step, FP_MAX)
+            else:
+                v = tl.minimum(rha(t) * step, FP_MAX)
+        else:
+            p = tl.minimum(tl.maximum(((zb >> 23) & 0xFF) - 127, EXP_MIN), EXP_MAX)
+            t = z * pow2(M - p)
+            v = tl.minimum(rha(t) * pow2(p - M), FP_MAX)
         mag = v * X[:, :, None]
         bits = tl.where(flush[:, :, None], 0, mag.to(tl.int32, bitcast=True)) | sign
         bound = tl.where(flush, 0.0, FP_MAX * X)
@@ -271,9 +297,9 @@ def _qtype_fq(x_ptr, out_ptr, n_outer, nob, L, b: tl.constexpr, B: tl.constexpr,
               BP2B: tl.constexpr, OPP: tl.constexpr, IN_KIND: tl.constexpr, IS_INT: tl.constexpr, M: tl.constexpr,
               EXP_MIN: tl.constexpr, EXP_MAX: tl.constexpr, LO: tl.constexpr, HI: tl.constexpr, DROP: tl.constexpr,
               CARRY: tl.constexpr, FP_MAX: tl.constexpr, TOP: tl.constexpr, UNDER: tl.constexpr, OVER: tl.constexpr,
-              EPS: tl.constexpr, SQRT2_MANT: tl.constexpr):  # fmt: skip
+              EPS: tl.constexpr, SQRT2_MANT: tl.constexpr, POW_BITS: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (b, B, BP2, BP2B, OPP, IN_KIND, IS_INT, M, EXP_MIN, EXP_MAX, LO, HI, DROP, CARRY, FP_MAX, TOP,
-                       UNDER, OVER, EPS, SQRT2_MANT)  # fmt: skip
+                       UNDER, OVER, EPS, SQRT2_MANT, POW_BITS, EVEN)  # fmt: skip
     fq_program(_qtype_tile, (x_ptr, n_outer, nob, L), K, out_ptr, IN_KIND)
 
 
@@ -282,10 +308,12 @@ def _qtype_sums(x_ptr, cnt_ptr, sum_ptr, n_outer, nob, L, n_tiles, b: tl.constex
                 BP2: tl.constexpr, BP2B: tl.constexpr, OPP: tl.constexpr, IN_KIND: tl.constexpr, IS_INT: tl.constexpr,
                 M: tl.constexpr, EXP_MIN: tl.constexpr, EXP_MAX: tl.constexpr, LO: tl.constexpr, HI: tl.constexpr,
                 DROP: tl.constexpr, CARRY: tl.constexpr, FP_MAX: tl.constexpr, TOP: tl.constexpr, UNDER: tl.constexpr,
-                OVER: tl.constexpr, EPS: tl.constexpr, SQRT2_MANT: tl.constexpr, EXACT_OUT: tl.constexpr,
+                OVER: tl.constexpr, EPS: tl.constexpr, SQRT2_MANT: tl.constexpr, POW_BITS: tl.constexpr,
+                EVEN: tl.constexpr,
+                EXACT_OUT: tl.constexpr,
                 INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr, V: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (b, B, BP2, BP2B, OPP, IN_KIND, IS_INT, M, EXP_MIN, EXP_MAX, LO, HI, DROP, CARRY, FP_MAX, TOP,
-                       UNDER, OVER, EPS, SQRT2_MANT)  # fmt: skip
+                       UNDER, OVER, EPS, SQRT2_MANT, POW_BITS, EVEN)  # fmt: skip
     RB: tl.constexpr = OPP * BP2B
     stats_program(_qtype_rows, (x_ptr, n_outer, nob, L), K, n_tiles, cnt_ptr, sum_ptr, (RB, BP2), IN_KIND, EXACT_OUT,
                   INPUT_STATS, UNROLL, V)  # fmt: skip
@@ -322,6 +350,12 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, tile: int = TILE_ELEMS) -> 
         OVER=over,
         EPS=EPS32,
         SQRT2_MANT=SQRT2_MANT,
+        # 2^(M-p) and 2^(p-M) normal float32 for every element exponent p (the tile builds them
+        # from bits then; else with pow2, subnormal powers included).
+        POW_BITS=all(
+            -126 <= e <= 127
+            for e in (q.man_bits - q.exp_min, q.man_bits - q.exp_max, q.exp_min - q.man_bits, q.exp_max - q.man_bits)
+        ),
     )
 
 
@@ -332,7 +366,10 @@ def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> 
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
+    """(outer blocks, outer blocks per row, row length, tiles) of ``xm``; sets ``c["EVEN"]``: its
+    rows hold whole outer blocks of power-of-two sizes, so the tiles are flat runs."""
     L = xm.shape[-1]
+    c["EVEN"] = L % (c["b"] * c["B"]) == 0 and c["b"] == c["BP2"] and c["B"] == c["BP2B"]
     nob = triton.cdiv(L, c["b"] * c["B"])
     n_outer = (xm.numel() // L) * nob
     return n_outer, nob, L, triton.cdiv(n_outer, c["OPP"])
