@@ -166,3 +166,65 @@ def test_reduce_merges_many_partial_rows(programs):
             assert (got.min_x, got.max_x) == (float(sums[:, 8].min()), float(sums[:, 9].max()))
         else:
             assert got.nx == 0 and got.mean_x == 0.0 and got.m2_x == 0.0
+
+
+# The launch tables and the rounding helpers every family shares (kernels.triton._common).
+
+
+def test_fq_warps_scales_with_the_tile_and_small_tensors(monkeypatch):
+    """The table per family and dtype; proportionally more warps for longer tiles (32 at most);
+    at least 16 on a GPU for a tensor of fewer than 4 tiles per SM, never on the CPU."""
+    from kernels.triton import _common
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setitem(_common._SMS, None, 132)  # a GPU of 132 SMs, without asking CUDA
+    bf16, f32 = torch.bfloat16, torch.float32
+    assert _common.fq_warps("mx", bf16, 10, cpu) == 8 and _common.fq_warps("mx", f32, 10, cpu) == 16
+    assert _common.fq_warps("mx", bf16, 10, cpu, tile=8192) == 16
+    assert _common.fq_warps("mx", f32, 10, cpu, tile=16384) == 32  # 64 capped
+    assert _common.fq_warps("hifx", bf16, 527, gpu) == 16  # 527 tiles < 4 x 132
+    assert _common.fq_warps("hifx", bf16, 528, gpu) == 8
+    assert _common.fq_warps("nvf4", f32, 10, gpu) == 32
+    for family in ("mx", "qtype", "nvf4", "nvfp4", "nf4", "fp8", "int8sym", "hif8", "hifx", "cast"):
+        assert family in _common.FQ_WARPS
+    assert set(_common.STATS_WARPS) == set(_common.STATS_UNROLL)
+
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from kernels.triton._common import rha, rha_small, rne_small  # noqa: E402
+
+
+@triton.jit
+def _rounding_kernel(t_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    m = i < n
+    t = tl.load(t_ptr + i, mask=m, other=0.0)
+    tl.store(out_ptr + i, rne_small(t), mask=m)
+    tl.store(out_ptr + n + i, rha_small(t), mask=m)
+    tl.store(out_ptr + 2 * n + i, rha(t), mask=m)
+
+
+def test_rounding_helpers_match_torch():
+    """``rne_small`` (ties to even, t in [0, 2^23]), ``rha_small`` (ties away, same range) and
+    ``rha`` (any t >= 0, +Inf, NaN) against torch on exact ties at every binade up to 2^23,
+    their neighbours one float away, and random values."""
+    g = torch.Generator().manual_seed(3)
+    ties = torch.cat([torch.arange(0, 64) + 0.5, torch.ldexp(torch.ones(22), torch.arange(1, 23)) - 0.5])
+    ties = torch.cat([ties, torch.tensor([2.0**22 + 0.5, 2.0**23 - 0.5, 2.0**22, 2.0**23, 0.0, 0.25, 0.75])])
+    t = torch.cat([ties, torch.nextafter(ties, torch.tensor(0.0)), torch.nextafter(ties, torch.tensor(1e9))])
+    t = torch.cat([t, torch.rand(2000, generator=g) * torch.exp2(torch.randint(-30, 24, (2000,), generator=g))])
+    t = t[t <= 2.0**23].float().contiguous()
+    big = torch.tensor([2.0**23 + 2, 2.0**24 + 4, 3.0e38, float("inf"), float("nan")])
+    n = t.numel()
+    out = torch.empty(3 * n)
+    _rounding_kernel[(1,)](t, out, n, BLOCK=triton.next_power_of_2(n))
+    away = torch.floor(t.double() + 0.5).float()  # exact in float64 for t <= 2^23
+    assert torch.equal(out[:n], torch.round(t))
+    assert torch.equal(out[n : 2 * n], away)
+    assert torch.equal(out[2 * n :], away)
+    ob = torch.empty(3 * big.numel())
+    _rounding_kernel[(1,)](big, ob, big.numel(), BLOCK=8)
+    r = ob[2 * big.numel() :]
+    assert torch.equal(r[:4], big[:4]) and r[4].isnan()
