@@ -81,8 +81,8 @@ FAMILIES = ("hifx",)
 
 #: Elements per program: 64 groups of 64.
 TILE_ELEMS = 4096
-#: Elements per statistics tile (16 groups) and its warps: small, as every lane carries its
-#: accumulators across the program's tiles.
+#: Elements per statistics tile (16 groups): small, as every lane carries its accumulators across
+#: the program's tiles (the warps: ``_common.STATS_WARPS``).
 STATS_ELEMS = 1024
 _VARIANTS = ("torch", "numpy")
 

@@ -99,8 +99,8 @@ _ROUNDS = ("nearest", "even", "floor", "dither")
 TILE_ELEMS = 4096
 #: The longest block a fake-quantization tile holds; block=0 on longer rows takes two passes.
 MAX_BLOCK = 8192
-#: The statistics tiles (elements, and the longest block=0 row one holds) and warps: smaller
-#: tiles, as every lane carries its accumulators across the tiles of its program.
+#: The statistics tiles (elements, and the longest block=0 row one holds): smaller tiles, as every
+#: lane carries its accumulators across the tiles of its program (the warps: ``_common.STATS_WARPS``).
 STATS_TILE = 1024
 #: shared_exp=none: the tile's row length over the flattened tensor (any power of two works).
 PER_ELEM_ROW = 128

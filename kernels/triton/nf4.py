@@ -87,9 +87,9 @@ FAMILIES = ("nf4",)
 TILE_ELEMS = 4096
 #: Blocks up to this (padded to a power of two) are held whole in one tile; longer ones in chunks.
 MAX_TILE_BLOCK = 8192
-#: Elements per statistics tile (at most TILE_ELEMS; blocks longer than it go in chunks) and the
-#: statistics kernel's warps: small tiles, since every lane carries the per-lane accumulators of
-#: each element it holds.
+#: Elements per statistics tile (at most TILE_ELEMS; blocks longer than it go in chunks): small
+#: tiles, since every lane carries the per-lane accumulators of each element it holds (the
+#: warps: ``_common.STATS_WARPS``).
 STATS_TILE_ELEMS = 1024
 #: The longest block: positions within a block are int32 in the kernels.
 MAX_BLOCK = 2**30

@@ -106,8 +106,8 @@ FAMILIES = ("nvf4", "nvfp4")
 #: Elements per fake-quantization program: BPP blocks of 16.
 TILE_ELEMS = 4096
 BPP = TILE_ELEMS // NVFP4_BLOCK
-#: Elements per statistics tile (STATS_BPP blocks of 16) and the statistics kernel's warps: small
-#: tiles, since every thread carries accumulators for the runs of elements it holds.
+#: Elements per statistics tile (STATS_BPP blocks of 16): small tiles, since every thread carries
+#: accumulators for the runs of elements it holds (the warps: ``_common.STATS_WARPS``).
 STATS_TILE_ELEMS = 1024
 STATS_BPP = STATS_TILE_ELEMS // NVFP4_BLOCK
 _F32 = torch.float32

@@ -86,8 +86,8 @@ FAMILIES = ("qtype",)
 
 #: Elements per program (outer blocks per program = this / padded outer block, at least 1).
 TILE_ELEMS = 4096
-#: Elements per statistics tile (outer blocks per tile likewise, at least 1) and its warps:
-#: small, as every lane carries its accumulators across the program's tiles.
+#: Elements per statistics tile (outer blocks per tile likewise, at least 1): small, as every
+#: lane carries its accumulators across the program's tiles (the warps: ``_common.STATS_WARPS``).
 STATS_ELEMS = 1024
 #: Largest padded outer block (next_pow2(B) · next_pow2(b)) one program holds.
 MAX_BLOCK = 8192

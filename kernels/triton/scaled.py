@@ -49,7 +49,6 @@ conversion (RNE, overflow to ±Inf, subnormals kept), then the output dtype's ro
 (``store_out`` / ``round_out``), which for a bf16 input and fp16 is the reference's second
 rounding. ``back`` is the input dtype, float32 for emulate=seed. The clip bound is the
 constant of ``kernels.ranges`` (the largest finite round trip, or +Inf when none overflows).
-
 """
 
 from __future__ import annotations
