@@ -120,9 +120,8 @@ def rha_small(t):
 @triton.jit
 def rha(t):
     """:func:`rha_small` for float32 ``t >= 0`` of any size, +Inf too (t >= 2^23 is an integer
-    already and is its own value)."""
-    r = tl.where(t < 8388608.0, rne_small(t), t)
-    return r + tl.where(t - r == 0.5, 1.0, 0.0)
+    already and is its own value; NaN stays NaN)."""
+    return tl.where(t < 8388608.0, rha_small(t), t)
 
 
 @triton.jit

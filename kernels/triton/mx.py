@@ -84,6 +84,8 @@ from ._common import (
     partials,
     pow2,
     reduce,
+    rha_small,
+    rne_small,
     round_out,
     stats_grid,
     stats_program,
@@ -209,9 +211,9 @@ def _elements(
         t = y * ((M << 23) + (0x7F000000 - fb)).to(tl.float32, bitcast=True)  # (0x7F000000 - fb): 2^-p
         step = (fb - (M << 23)).to(tl.float32, bitcast=True)
     t = tl.minimum(t, 4194304.0)
-    rne = (t + 8388608.0) - 8388608.0  # round to nearest even: exact for 0 <= t <= 2^22
+    rne = rne_small(t)  # round to nearest even (exact for 0 <= t <= 2^23)
     if ROUND == 0:  # nearest, ties away: a tie RNE rounded down goes up
-        r = rne + tl.where(t - rne == 0.5, 1.0, 0.0)
+        r = rha_small(t)
     elif ROUND == 1:  # nearest, ties to even
         r = rne
     elif ROUND == 3:  # dither: floor(|t|) + (u < frac|t|), the reference's comparison

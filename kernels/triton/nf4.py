@@ -352,9 +352,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tupl
         # Rows of whole power-of-two blocks in one tile each: flat runs (no row division).
         EVEN=not trans and nch == 1 and block == bp2 and L % block == 0,
     )
-    if stats:
-        c["num_warps"] = stats_grid("nf4", x.dtype, groups, x.device)[2]
-    else:
+    if not stats:  # (the statistics launcher takes its warps from stats_grid)
         c["num_warps"] = fq_warps("nf4", x.dtype, groups, x.device, kc * bpp)
     mid, code2 = _tables(x.device)
     return xc, groups, (mid, code2, n_blocks, nblk, L, inner), c
@@ -387,10 +385,10 @@ def nf4_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache:
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xc, groups, args, c = _launch_args(x, spec, stats=True)
     # (Blocks in chunks, NCH > 1, loop over their chunks instead: UNROLL does not apply.)
-    programs, unroll, _ = stats_grid("nf4", x.dtype, groups, x.device)  # (warps: in c)
+    programs, unroll, warps = stats_grid("nf4", x.dtype, groups, x.device)
     cnt, sums_ = partials(programs, x.device)
     _nf4_sums[(programs,)](in_arg(xc), cnt, sums_, *args, n_tiles=groups, INPUT_STATS=bool(input_stats), UNROLL=unroll,
-                           **c)  # fmt: skip
+                           num_warps=warps, **c)  # fmt: skip
     return reduce(cnt, sums_, x.numel(), input_stats)
 
 

@@ -322,8 +322,9 @@ def _qtype_sums(x_ptr, cnt_ptr, sum_ptr, n_outer, nob, L, n_tiles, b: tl.constex
 # --------------------------------------------------------------------------- launchers
 
 
-def _constants(spec: FormatSpec, dtype: torch.dtype, tile: int = TILE_ELEMS) -> dict:
-    """The kernels' constexprs for ``tile`` elements per tile (at least one outer block)."""
+def _constants(spec: FormatSpec, dtype: torch.dtype, L: int, tile: int = TILE_ELEMS) -> dict:
+    """The kernels' constexprs for rows of ``L`` elements (the blocked axis) and ``tile``
+    elements per tile (at least one outer block)."""
     q = _fields(spec)
     b, B = q.blk_size, q.blk_outer_size
     bp2, bp2b = triton.next_power_of_2(b), triton.next_power_of_2(B)
@@ -334,6 +335,8 @@ def _constants(spec: FormatSpec, dtype: torch.dtype, tile: int = TILE_ELEMS) -> 
         BP2=bp2,
         BP2B=bp2b,
         OPP=max(1, tile // (bp2 * bp2b)),
+        # Rows of whole outer blocks of power-of-two sizes: the tiles are flat runs.
+        EVEN=L % (b * B) == 0 and b == bp2 and B == bp2b,
         IN_KIND=IN_KIND[dtype],
         IS_INT=q.exp_bits == 0,
         M=q.man_bits,
@@ -366,10 +369,8 @@ def _rows_view(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> 
 
 
 def _grid(xm: torch.Tensor, c: dict) -> tuple[int, int, int, int]:
-    """(outer blocks, outer blocks per row, row length, tiles) of ``xm``; sets ``c["EVEN"]``: its
-    rows hold whole outer blocks of power-of-two sizes, so the tiles are flat runs."""
+    """(outer blocks, outer blocks per row, row length, tiles) of ``xm``."""
     L = xm.shape[-1]
-    c["EVEN"] = L % (c["b"] * c["B"]) == 0 and c["b"] == c["BP2"] and c["B"] == c["BP2B"]
     nob = triton.cdiv(L, c["b"] * c["B"])
     n_outer = (xm.numel() // L) * nob
     return n_outer, nob, L, triton.cdiv(n_outer, c["OPP"])
@@ -383,7 +384,7 @@ def qtype_fake_quantize(x: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
 
         return fake_quantize_ref(x, spec, None)
     xm, axis = _rows_view(x.detach(), spec)
-    c = _constants(spec, x.dtype)
+    c = _constants(spec, x.dtype, xm.shape[-1])
     out = torch.empty_like(xm)
     n_outer, nob, L, programs = _grid(xm, c)
     # No FMA contraction: every float32 op rounds on its own, as in torch and the interpreter.
@@ -403,7 +404,7 @@ def qtype_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cach
 
         return error_sums_ref(x, fake_quantize_ref(x, spec, None), unit_bound(x, spec), input_stats=input_stats)
     xm, _ = _rows_view(x.detach(), spec, cache)
-    c = _constants(spec, x.dtype, STATS_ELEMS)
+    c = _constants(spec, x.dtype, xm.shape[-1], STATS_ELEMS)
     n_outer, nob, L, tiles = _grid(xm, c)
     programs, unroll, warps = stats_grid("qtype", x.dtype, tiles, x.device)
     cnt, sums = partials(programs, x.device)
