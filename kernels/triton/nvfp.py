@@ -158,6 +158,12 @@ def _e2m1_rne(y):
 
 
 @triton.jit
+def _nan_max(a, b):
+    """max(a, b), NaN if either is NaN (``torch.amax``'s NaN)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _blocks(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
     """Tile ``t``, blocks t·BPP .. t·BPP + BPP - 1 of 16: (x float32, valid, offs)."""
     g = t.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
@@ -180,12 +186,11 @@ def _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.const
     """One nvf4 tile: (x, q, valid, bound, offs), q and the per-block bound in float32."""
     x, valid, offs = _blocks(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
     xb = x.to(tl.int32, bitcast=True)
-    ab = xb & 0x7FFFFFFF
-    amax = tl.max(ab, axis=1)
-    nanb = amax > 0x7F800000
+    a = tl.abs(x)
+    amax = tl.reduce(a, 1, _nan_max)
+    nanb = amax != amax
     # §4.2 steps 2-3; Inf/6 = Inf clips to 448. A NaN block is masked below.
-    s = _e4m3(tl.minimum(tl.div_rn(amax.to(tl.float32, bitcast=True), 6.0), 448.0))
-    a = ab.to(tl.float32, bitcast=True)
+    s = _e4m3(tl.minimum(tl.div_rn(amax, 6.0), 448.0))
     # The special cases ride on per-block values, not per-element selects: a NaN block decodes
     # with a NaN scale; a·0 is NaN for an infinite element (and +0 otherwise); a zero scale
     # (the fixed seed bug) gives +0, so its block keeps no sign.
