@@ -138,6 +138,80 @@ def test_int8sym_seed_all_zero_and_underflowing_rows():
             check_sums(x.to(dtype), fmt)
 
 
+def test_int8sym_reciprocal_path_and_its_bounds():
+    """Exact int8sym divides through the row's reciprocal where every step of the tile lies in
+    [2^-100, 2^100] and through the IEEE division elsewhere: rows whose step sits just inside
+    and just outside those bounds, zero, subnormal, Inf and NaN rows, quotients next to every
+    half-integer, along both axes, bit for bit."""
+    g = torch.Generator().manual_seed(5)
+    lo, hi = 2.0**-100, 2.0**100
+    rows = []
+    for step in (lo, lo * (1 - 2**-23), lo * (1 + 2**-23), hi, hi * (1 - 2**-23), hi * (1 + 2**-23), 1 / 127, 3e-39):
+        amax = torch.tensor(step, dtype=torch.float64) * 127
+        k = torch.arange(0, 128, dtype=torch.float64) + 0.5  # half-integers and their neighbours
+        row = torch.cat([k, k * (1 - 2**-22), k * (1 + 2**-22), torch.rand(61, generator=g, dtype=torch.float64) * 127])
+        rows.append(torch.cat([(row * amax / 127).clamp(max=amax), amax.reshape(1)]))
+    x = torch.stack(rows).float()
+    x[:, ::3] *= -1
+    x = torch.cat([x, torch.zeros(1, x.shape[1]), torch.full((1, x.shape[1]), 1e-44)])
+    bad = x[:4].clone()
+    bad[0, 5], bad[1, 7], bad[2, 1], bad[3, 9] = math.inf, math.nan, -math.inf, math.nan
+    x = torch.cat([x, bad])
+    for dtype in DTYPES:
+        for fmt in ("int8sym", "int8sym:axis=0"):
+            check(x.to(dtype), fmt)
+    check_sums(x, "int8sym")
+    # Exact ties: step = m·2^e of a few bits, amax = 127·step and a = (k + 1/2)·step, all exact in
+    # float32, so a / step is the half-integer itself while fl(a·fl(1/step)) can miss it by an ulp.
+    ties = []
+    half = torch.arange(0, 127, dtype=torch.float64) + 0.5
+    for m in (3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27):
+        for e in (-90, -20, -3, 0, 7, 60):
+            step = m * 2.0**e
+            ties.append(torch.cat([half * step, torch.tensor([127 * step], dtype=torch.float64)]))
+    ties = torch.stack(ties).float()
+    assert torch.equal((ties[:, -1:] / 127).double() * 127, ties[:, -1:].double())  # the steps are exact
+    check(ties, "int8sym")
+    check(-ties, "int8sym")
+    check(ties.T.contiguous(), "int8sym:axis=0")
+
+
+def _markstein_pairs(dtype: torch.dtype, every: int):
+    """(a, step) for every ``every``-th positive finite ``dtype`` value as a row amax with
+    step = fl32(amax / 127) in [2^-100, 2^100], and every positive finite value a <= amax."""
+    top = 0x7C00 if dtype == torch.float16 else 0x7F80
+    vals = torch.arange(1, top, dtype=torch.int32).to(torch.int16).view(dtype).float().sort().values
+    for amax in vals[::every]:
+        step = amax / 127
+        if 2.0**-100 <= float(step) <= 2.0**100:
+            a = vals[: int(torch.searchsorted(vals, amax, right=True))]
+            yield a, torch.full_like(a, float(step))
+
+
+@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 61])
+def test_int8sym_reciprocal_quotient_rounds_as_the_ieee_quotient(every):
+    """The reciprocal path's quotient y = fma(fma(y0, -step, a), r, y0), y0 = fl(a·r), r = fl(1/step)
+    (the FMAs of Triton's interpreter are single-rounding, as on the GPU), against IEEE a / step,
+    for bfloat16 and float16 values a and amax (exhaustively with ``-m slow``: 4.4e8 and 5.0e8
+    pairs): int8sym's rounded quotient rne(min(y, 127)) is the same for every pair, and y itself
+    is bit for bit the same but for some bf16 quotients under 2^-14 (a or the quotient at the
+    bottom of float32's range, where the residual loses bits), which round to 0 either way."""
+    from triton._C.libtriton import interpreter as interp
+
+    for dtype in (torch.bfloat16, torch.float16):
+        for a, step in _markstein_pairs(dtype, every):
+            r = 1.0 / step
+            y0 = a * r
+            e = torch.from_numpy(interp.fma_fp32(y0.numpy(), (-step).numpy(), a.numpy()))
+            y = torch.from_numpy(interp.fma_fp32(e.numpy(), r.numpy(), y0.numpy()))
+            ieee = a / step
+            assert torch.equal(torch.round(y.clamp(max=127)), torch.round(ieee.clamp(max=127))), (dtype, float(step[0]))
+            differ = y.view(torch.int32) != ieee.view(torch.int32)
+            assert float(torch.cat([ieee[differ], torch.zeros(1)]).max()) < 2.0**-14, (dtype, float(step[0]))
+            if dtype == torch.float16:
+                assert not differ.any(), float(step[0])
+
+
 def test_cast_overflow_and_double_rounding():
     """fp16 overflow at 65520 (not 65519.99), subnormals, and bf16 -> fp16 -> bf16 double rounding."""
     x = torch.tensor([65504.0, 65519.99, 65520.0, -7e4, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 1 + 2**-11, 1 + 3 * 2**-11])
