@@ -18,23 +18,23 @@ Shared per tile:
   the step ``2^(max(floor(log2 v), -6) - 3)`` from the exponent field (an fp32-subnormal v
   has field 0 and gets the -6 floor), ``t = v / step`` is exact, and its RNE is
   ``_common.rne_small``.
-- **E2M1 rounding** (RNE, saturating at 6) of a quotient ``a / s`` (nvf4) by comparisons with
-  the midpoints of the grid {0, .5, 1, 1.5, 2, 3, 4, 6} times s: a value above 0.25 moves up,
-  at or above 0.75, above 1.25, at or above 1.75, above 2.5, at or above 3.5, above 5 (ties go
-  to the even code); of a float32 value (nvfp4's product) with the magic number of its step
-  (``_e2m1_rne``). No per-element division or float-to-int conversion.
+- **E2M1 rounding** (RNE, saturating at 6) of a float32 value with the magic number of its
+  step (``_e2m1_rne``): no float-to-int conversion.
 - bf16 output is rounded RNE on the bits (exactly torch's ``.to(bfloat16)``), fp16 by
   Triton's conversion (RNE).
 
-``nvf4`` (``emulate=exact``, reference ``_nvf4_exact``): ``S = e4m3(min(amax_b / 6, 448))``
-with the IEEE division (``tl.div_rn``; Triton's ``/`` is approximate on the GPU), then
-``q = e2m1(|x| / S)``, output ``copysign(q·S, x)``. The quotient is never formed: for an E4M3
-S >= 2^-9 and a midpoint m, ``m·S`` is exact in float32 and ``fl(|x| / S)`` lies above
-(equals) m exactly when ``|x|`` lies above (equals) ``m·S`` (an |x| one ulp off m·S gives a
-quotient more than half an ulp off m, checked for every S), so the comparisons run on |x|
-against per-block thresholds. Special cases as the reference: a scale that rounds to 0 gives
-+0 for the block, a NaN block is NaN, an infinite element is NaN (its block's amax is Inf,
-so ``S = 448`` for the others).
+``nvf4`` (``emulate=exact``, reference ``_nvf4_exact``): ``S = e4m3(min(amax_b / 6, 448))``,
+then ``q = e2m1(|x| / S)``, output ``copysign(q·S, x)``, with IEEE float32 quotients, which the
+kernel forms without a division per element: ``fl(a / d)`` as ``y0 = fl(a·fl(1/d))`` and
+``y0 + fma(y0, -d, a)·fl(1/d)`` in one more FMA (Markstein's correction: the residual is
+exact), with d = 6 for the scale (a constant reciprocal) and d = S per element (one reciprocal
+per block). That is the IEEE quotient bit for bit but where the residual loses bits at the
+bottom of float32's range, for quotients the roundings take to 0 either way (amax / 6 below
+2^-126, which E4M3 rounds to 0; |x| / S below 2^-20, which E2M1 does): checked for every
+float32 amax, every bfloat16 and float16 |x| against every E4M3 S, and float32 |x| next to
+every midpoint times every S (``tests/kernels/test_triton_nvfp.py``). Special cases as the
+reference: a scale that rounds to 0 gives +0 for the block, a NaN block is NaN, an infinite
+element is NaN (its block's amax is Inf, so ``S = 448`` for the others).
 
 ``nvfp4`` (reference ``quantize_nvfp4_ref``): the tensor amax ``A`` (a 0-dim float32 tensor,
 read by the kernel: no host synchronisation) gives ``pts = A / 2688``; per block
@@ -132,21 +132,6 @@ def _e4m3(v):
 
 
 @triton.jit
-def _e2m1(a, s):
-    """The E2M1 value (RNE, saturating at 6) nearest ``a / s`` for a >= 0, by comparing ``a`` with
-    the grid's midpoints times ``s`` (exact products, see the module docstring): a chain of
-    selects, two instructions a midpoint (written as sums of the comparisons, the compiler packed
-    them into integer bit fields and converted back, 672 instructions a tile against 568)."""
-    h = tl.where(a > 0.25 * s, 0.5, 0.0)
-    h = tl.where(a >= 0.75 * s, 1.0, h)
-    h = tl.where(a > 1.25 * s, 1.5, h)
-    h = tl.where(a >= 1.75 * s, 2.0, h)
-    h = tl.where(a > 2.5 * s, 3.0, h)
-    h = tl.where(a >= 3.5 * s, 4.0, h)
-    return tl.where(a > 5.0 * s, 6.0, h)
-
-
-@triton.jit
 def _e2m1_rne(y):
     """``round_to_grid(y, E2M1)`` (RNE, saturating at 6) of float32 y >= 0: the step 2^(e - 1) of
     y's binade e, clamped to [0, 2] (0.5 below 2, 1 up to 4, 2 above), as the magic number
@@ -189,14 +174,21 @@ def _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.const
     a = tl.abs(x)
     amax = tl.reduce(a, 1, _nan_max)
     nanb = amax != amax
-    # §4.2 steps 2-3; Inf/6 = Inf clips to 448. A NaN block is masked below.
-    s = _e4m3(tl.minimum(tl.div_rn(amax, 6.0), 448.0))
+    # §4.2 steps 2-3; Inf/6 = Inf clips to 448 (here NaN, which the min also takes to 448). A NaN
+    # block is masked below. fl(amax / 6) through fl(1/6) (module docstring).
+    y6 = amax * 0.1666666716337204
+    s = _e4m3(tl.minimum(tl.fma(tl.fma(y6, -6.0, amax), 0.1666666716337204, y6), 448.0))
     # The special cases ride on per-block values, not per-element selects: a NaN block decodes
     # with a NaN scale; a·0 is NaN for an infinite element (and +0 otherwise); a zero scale
     # (the fixed seed bug) gives +0, so its block keeps no sign.
     dec = tl.where(nanb, float("nan"), s)[:, None]
     sign = tl.where(s == 0.0, 0, -2147483648)[:, None]
-    q = _e2m1(a, s[:, None]) * dec + a * 0.0  # exact: 2 x 4 significant bits, plus +0
+    # fl(|x| / S) through the block's reciprocal (module docstring), then its E2M1 rounding (a
+    # zero S gives a NaN quotient, then 6·0 = +0).
+    rinv = tl.div_rn(tl.full(s.shape, 1.0, tl.float32), s)[:, None]
+    y0 = a * rinv
+    v = tl.fma(tl.fma(y0, -s[:, None], a), rinv, y0)
+    q = _e2m1_rne(v) * dec + a * 0.0  # exact: 2 x 4 significant bits, plus +0
     qbits = q.to(tl.int32, bitcast=True) | (xb & sign)  # copysign(q·S, x)
     bound = tl.where(nanb, float("nan"), 6.0 * s)
     return x, qbits.to(tl.float32, bitcast=True), valid, bound, offs

@@ -113,6 +113,58 @@ def test_nvf4_scale_and_element_rounding_edges():
     check(x.to(torch.bfloat16), "nvf4")
 
 
+def _markstein(a: torch.Tensor, d: float) -> torch.Tensor:
+    """fl(a / d) as the nvf4 kernel computes it: y0 = fl(a·fl(1/d)), then y0 + fl(fma(y0, -d, a)·fl(1/d))
+    in one FMA (single-rounding FMAs of Triton's interpreter, as on the GPU)."""
+    from triton._C.libtriton import interpreter as interp
+
+    r = torch.full_like(a, 1.0) / d
+    y0 = a * r
+    e = interp.fma_fp32(y0.numpy(), torch.full_like(a, -d).numpy(), a.numpy())
+    return torch.from_numpy(interp.fma_fp32(e, r.numpy(), y0.numpy()))
+
+
+def _e4m3_scales() -> list[float]:
+    """Every positive E4M3 value (the nvf4 block scales S)."""
+    normal = {(1 + m / 8) * 2.0**e for e in range(-6, 9) for m in range(8)}
+    return sorted(v for v in normal | {k * 2.0**-9 for k in range(1, 8)} if v <= 448)
+
+
+def test_nvf4_quotients_through_the_reciprocal_equal_the_ieee_ones():
+    """nvf4 divides |x| by its block scale S through fl(1/S) and one FMA correction: for every
+    positive bfloat16 and float16 |x| with |x| / S < 3584 (a block never holds more) and every E4M3
+    S, the quotient equals IEEE |x| / S bit for bit wherever it is at least 2^-20 (below, the
+    correction loses bits at the bottom of float32's range, and E2M1 rounds both to 0); float32
+    |x| within 64 ulps of every midpoint times every S, bit for bit."""
+    for dtype, top in ((torch.bfloat16, 0x7F80), (torch.float16, 0x7C00)):
+        a = torch.arange(1, top, dtype=torch.int32).to(torch.int16).view(dtype).float()
+        for s in _e4m3_scales():
+            x = a[a < 3584 * s]
+            got, want = _markstein(x, s), x / s
+            differ = got.view(torch.int32) != want.view(torch.int32)
+            assert not (differ & (want >= 2.0**-20)).any(), (dtype, s)
+    mids = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+    for s in _e4m3_scales():
+        t = (mids * s).view(torch.int32)
+        x = (t[:, None] + torch.arange(-64, 65)[None, :]).reshape(-1).view(torch.float32)
+        assert torch.equal(_markstein(x, s).view(torch.int32), (x / s).view(torch.int32)), s
+
+
+@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 4099])
+def test_nvf4_amax_over_6_through_the_reciprocal(every):
+    """The block scale's fl(amax / 6) through fl(1/6): equal to the IEEE quotient bit for bit for
+    every non-negative float32 amax (every ``every``-th bit pattern; all 2^31 with ``-m slow``),
+    but subnormal quotients (E4M3 rounds them to 0 either way) and Inf (NaN here; the min with
+    448 takes both to 448)."""
+    step = 1 << 22
+    for lo in range(0, 0x7F800000, step):
+        a = torch.arange(lo, min(lo + step, 0x7F800000), every, dtype=torch.int64).to(torch.int32).view(torch.float32)
+        got, want = _markstein(a, 6.0), a / 6.0
+        differ = got.view(torch.int32) != want.view(torch.int32)
+        assert not (differ & (want >= 2.0**-126)).any(), lo
+    assert math.isnan(float(_markstein(torch.tensor([math.inf]), 6.0)))
+
+
 def test_nvf4_specials():
     nan, inf = math.nan, math.inf
     x = torch.zeros(6, 32)
