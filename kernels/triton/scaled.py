@@ -187,6 +187,20 @@ def _cast_tile(t, args, K: tl.constexpr):
 
 
 @triton.jit
+def _int8_q(y, step, sign, ARITH_KIND: tl.constexpr, SEED: tl.constexpr):
+    """int8sym's q from the quotient y = |x| / step: round, clamp to 127 (clamping first is the
+    same: rounding is monotone), times step, x's sign; NaN where y is NaN, and +0 for a zero step
+    but in seed mode."""
+    r = rne_small(tl.minimum(y, 127.0))  # torch.round; NaN stays NaN
+    qm = round_out(r * step, ARITH_KIND)
+    q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+    q = tl.where(y != y, float("nan"), q)  # 0/0, x/NaN, Inf/Inf: torch's NaN passes round and clamp
+    if not SEED:
+        q = tl.where(step == 0.0, 0.0, q)  # the fixed seed bug: a zero step gives +0
+    return q
+
+
+@triton.jit
 def _int8_tile(t, args, K: tl.constexpr):
     """Tile ``t`` of int8sym; args (x_ptr, amax_ptr, R, C, D, ncb), K (BR, BC, AXIS_LAST,
     ROW_IN_TILE, IN_KIND, ARITH_KIND, SEED)."""
@@ -231,17 +245,13 @@ def _int8_tile(t, args, K: tl.constexpr):
             rinv = tl.div_rn(tl.full(step.shape, 1.0, tl.float32), step)
             y0 = a * rinv
             y = tl.fma(tl.fma(y0, -step, a), rinv, y0)  # (-step per row: y0 is not negated per element)
+            # Every |x| here is at most its finite amax: no NaN or Inf to carry, no zero step.
+            qm = rne_small(tl.minimum(y, 127.0)) * step
+            q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
         else:
-            y = tl.div_rn(a, step)
+            q = _int8_q(tl.div_rn(a, step), step, sign, ARITH_KIND, SEED)
     else:
-        y = round_out(tl.div_rn(a, step), ARITH_KIND)
-    # round, clamp to 127 (clamping first is the same: rounding is monotone), times step.
-    r = rne_small(tl.minimum(y, 127.0))  # torch.round; NaN stays NaN
-    qm = round_out(r * step, ARITH_KIND)
-    q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
-    q = tl.where(y != y, float("nan"), q)  # 0/0, x/NaN, Inf/Inf: torch's NaN passes round and clamp
-    if not SEED:
-        q = tl.where(step == 0.0, 0.0, q)  # the fixed seed bug: a zero step gives +0
+        q = _int8_q(round_out(tl.div_rn(a, step), ARITH_KIND), step, sign, ARITH_KIND, SEED)
     # kernels.ranges (int8sym): 127 · step, rounded to the output (= input) dtype.
     return x, q, valid, offs, round_out(127.0 * step, IN_KIND)
 
