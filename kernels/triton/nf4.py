@@ -11,8 +11,9 @@ coalesced along ``inner`` and no transposed copy of x is made.
 
 Per tile, the reference's float32 operations in its order:
 
-1. **absmax** is an int32 max of the magnitude bits: for non-negative floats the int order is
-   the float order and every NaN pattern sorts above +Inf, so NaN propagates as ``amax`` does.
+1. **absmax** is a NaN-propagating float max of |x| (``max.NaN``; |x| is an operand modifier),
+   kept as its bits: for non-negative floats the int order is the float order and every NaN
+   pattern sorts above +Inf, so NaN propagates as ``amax`` does, across chunks too.
 2. ``r = 1 / max(absmax, 1e-38)``, IEEE-rounded (``div_rn``: Triton's ``/`` is approximate on
    GPUs), and the floor as an int max on the bits, so a NaN absmax stays NaN; then
    ``s = clamp(x · r, -1, 1)`` as the reference's ``torch.reciprocal`` and ``clamp``.
@@ -146,13 +147,20 @@ def _nf4_locate(pid, k0, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.c
 
 
 @triton.jit
+def _nan_max(a, b):
+    """max(a, b), NaN if either is NaN (``torch.amax``'s NaN)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _nf4_amax(x, TRANS: tl.constexpr):
-    """Step 1: each block's absmax bits, an int max of |x| bits (NaN patterns sort on top)."""
-    ab = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    """Step 1: each block's absmax bits, from a NaN-propagating float max of |x| (|x| is an
+    operand modifier of the max: no per-element abs). NaN bits sort above every other as ints."""
     if TRANS:
-        return tl.max(ab, axis=0)
+        m = tl.reduce(tl.abs(x), 0, _nan_max)
     else:
-        return tl.max(ab, axis=1)
+        m = tl.reduce(tl.abs(x), 1, _nan_max)
+    return m.to(tl.int32, bitcast=True)
 
 
 @triton.jit
@@ -173,9 +181,11 @@ def _nf4_decode(x, amax, mid_ptr, code_ptr, BPP: tl.constexpr, TRANS: tl.constex
     # interpreter).
     s = tl.maximum(tl.minimum(x * r2, 1.0), -1.0)
     # Step 3: the cell, then at most one midpoint comparison inside it.
-    cell = (s * 16.0 + MAGIC).to(tl.int32, bitcast=True) - MAGIC_BITS
-    mid = tl.load(mid_ptr + cell)
-    code = tl.load(code_ptr + cell + (s > mid).to(tl.int32) * N_CELLS)
+    # The cell is bits - MAGIC_BITS; the tables' base pointers take the -MAGIC_BITS (once, a
+    # scalar: the biased pointers are never dereferenced), so the per-element index is the bits.
+    bits = (s * 16.0 + MAGIC).to(tl.int32, bitcast=True)
+    mid = tl.load((mid_ptr - MAGIC_BITS) + bits)
+    code = tl.load((code_ptr - MAGIC_BITS) + bits + (s > mid).to(tl.int32) * N_CELLS)
     return code * absmax2
 
 
