@@ -49,6 +49,7 @@ __all__ = [
     "rne_small",
     "rha",
     "rha_small",
+    "nan_max",
     "bf16_bits",
     "round_out",
     "load_f32",
@@ -122,6 +123,14 @@ def rha(t):
     """:func:`rha_small` for float32 ``t >= 0`` of any size, +Inf too (t >= 2^23 is an integer
     already and is its own value; NaN stays NaN)."""
     return tl.where(t < 8388608.0, rha_small(t), t)
+
+
+@triton.jit
+def nan_max(a, b):
+    """max(a, b), NaN if either is NaN, as ``torch.amax`` (``max.NaN`` on the GPU): a combine
+    function for ``tl.reduce`` of block absmaxes over |x|, whose abs the max takes as an operand
+    modifier (an int max of the magnitude bits needs it as an instruction per element)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit

@@ -70,6 +70,7 @@ from ._common import (
     fq_warps,
     in_arg,
     load_f32,
+    nan_max,
     partials,
     reduce,
     stats_add,
@@ -147,19 +148,13 @@ def _nf4_locate(pid, k0, n_blocks, nblk, L, INNER, BLOCK: tl.constexpr, KC: tl.c
 
 
 @triton.jit
-def _nan_max(a, b):
-    """max(a, b), NaN if either is NaN (``torch.amax``'s NaN)."""
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
-
-
-@triton.jit
 def _nf4_amax(x, TRANS: tl.constexpr):
     """Step 1: each block's absmax bits, from a NaN-propagating float max of |x| (|x| is an
     operand modifier of the max: no per-element abs). NaN bits sort above every other as ints."""
     if TRANS:
-        m = tl.reduce(tl.abs(x), 0, _nan_max)
+        m = tl.reduce(tl.abs(x), 0, nan_max)
     else:
-        m = tl.reduce(tl.abs(x), 1, _nan_max)
+        m = tl.reduce(tl.abs(x), 1, nan_max)
     return m.to(tl.int32, bitcast=True)
 
 

@@ -90,6 +90,7 @@ from ._common import (
     in_arg,
     lanes_v,
     load_f32,
+    nan_max,
     partials,
     pow2,
     reduce,
@@ -143,12 +144,6 @@ def _e2m1_rne(y):
 
 
 @triton.jit
-def _nan_max(a, b):
-    """max(a, b), NaN if either is NaN (``torch.amax``'s NaN)."""
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
-
-
-@triton.jit
 def _blocks(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.constexpr, EVEN: tl.constexpr):
     """Tile ``t``, blocks t·BPP .. t·BPP + BPP - 1 of 16: (x float32, valid, offs)."""
     g = t.to(tl.int64) * BPP + tl.arange(0, BPP).to(tl.int64)  # global block ids
@@ -172,7 +167,7 @@ def _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.const
     x, valid, offs = _blocks(x_ptr, t, n_blocks, nblk, L, BPP, IN_KIND, EVEN)
     xb = x.to(tl.int32, bitcast=True)
     a = tl.abs(x)
-    amax = tl.reduce(a, 1, _nan_max)
+    amax = tl.reduce(a, 1, nan_max)
     nanb = amax != amax
     # §4.2 steps 2-3; Inf/6 = Inf clips to 448 (here NaN, which the min also takes to 448). A NaN
     # block is masked below. fl(amax / 6) through fl(1/6) (module docstring).
