@@ -9,6 +9,9 @@ holds the runtime arguments, ``K`` the constexprs. Its kernels hand that functio
 
 - :func:`fq_program`: one tile per program, stored in the output dtype, with the warps of
   :func:`fq_warps` (a table per family: Triton's default 4 left heavy tiles short of warps);
+  :func:`fq_loop_program`, the same as persistent programs looping over tiles in a
+  software-pipelined loop (int8sym's whole rows, whose block-wide absmax otherwise leaves too
+  little in flight);
 - :func:`stats_program`: the fused quantize + statistics. Each program runs tiles ``pid``,
   ``pid + num_programs``, ... and accumulates every sum and count in registers, one
   accumulator per run of ``V`` consecutive elements a thread holds (:func:`stats_add`; V = 1,
@@ -60,6 +63,7 @@ __all__ = [
     "stats_store",
     "as_rows",
     "fq_program",
+    "fq_loop_program",
     "stats_program",
     "stats_grid",
     "fq_warps",
@@ -409,6 +413,18 @@ def fq_program(TILE: tl.constexpr, args, K: tl.constexpr, out_ptr, OUT_KIND: tl.
     offs, bound)`` stored in the output dtype (the bound is not computed: nothing reads it)."""
     x, q, valid, offs, bound = TILE(tl.program_id(0), args, K)
     store_out(out_ptr, offs, q, valid, OUT_KIND)
+
+
+@triton.jit
+def fq_loop_program(TILE: tl.constexpr, args, K: tl.constexpr, out_ptr, OUT_KIND: tl.constexpr, n_tiles,
+                    STAGES: tl.constexpr):  # fmt: skip
+    """A persistent fake-quantization program: tiles ``program_id``, ``+ num_programs``, ... of
+    ``TILE``, stored like :func:`fq_program`'s, in a loop Triton software-pipelines over
+    ``STAGES`` stages (its loads become asynchronous copies into shared memory, the next tiles'
+    issued while one is computed; Triton's interpreter runs it as a plain loop)."""
+    for t in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+        x, q, valid, offs, bound = TILE(t, args, K)
+        store_out(out_ptr, offs, q, valid, OUT_KIND)
 
 
 @triton.jit

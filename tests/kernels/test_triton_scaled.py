@@ -138,6 +138,28 @@ def test_int8sym_seed_all_zero_and_underflowing_rows():
             check_sums(x.to(dtype), fmt)
 
 
+def test_int8sym_persistent_fake_quantization(monkeypatch):
+    """The persistent, pipelined int8sym fake quantization (on the GPU for large bf16/fp16 tensors
+    of whole rows), forced here on 3 programs: each program's rows, however many, bit for bit."""
+    calls = []
+
+    def three(x, spec, shape, tiles):
+        calls.append(tiles)
+        return 3 if shape["ROW_IN_TILE"] else 0
+
+    monkeypatch.setattr(scaled, "_int8_loop_programs", three)
+    for i, (rows, cols) in enumerate(((1, 64), (7, 100), (10, 1000), (16, 2048))):
+        x = heavy((rows, cols), seed=40 + i)
+        x[0, 1] = 0.0
+        if rows > 4:
+            x[3] = 0.0  # a zero row: the IEEE path inside the loop
+            x[4, 2] = math.nan
+        for dtype in DTYPES:
+            for fmt in ("int8sym", "int8sym:emulate=seed"):
+                check(x.to(dtype), fmt)
+    assert calls
+
+
 def test_int8sym_reciprocal_path_and_its_bounds():
     """Exact int8sym divides through the row's reciprocal where every step of the tile lies in
     [2^-100, 2^100] and through the IEEE division elsewhere: rows whose step sits just inside
