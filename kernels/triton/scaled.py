@@ -47,7 +47,9 @@ instead of the IEEE division's reciprocal on the special-function unit and range
 ``round(min(y, 127))`` is then the same integer as with the IEEE quotient: checked for every
 pair of bfloat16 and of float16 values with |x| <= amax (4.4e8 and 5.0e8 pairs; the quotients
 differ only below 2^-14 for bfloat16, nowhere for float16), and on exact ties (a step of a few
-bits, |x| = (k + 1/2)·step) in float32. emulate=exact makes a
+bits, |x| = (k + 1/2)·step) in float32. Large exact-mode bf16/fp16 tensors whose rows sit whole
+in a tile run as persistent programs in a software-pipelined loop (``_int8_loop_programs``).
+emulate=exact makes a
 row with step == 0 exactly +0; NaN/Inf rows come out NaN through the same IEEE operations.
 emulate=seed computes in the input dtype: torch's bfloat16/float16 arithmetic is float32
 arithmetic rounded (RNE) to the dtype after every operation, which ``round_out`` after each
