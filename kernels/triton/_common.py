@@ -52,6 +52,8 @@ __all__ = [
     "rne_small",
     "rha",
     "rha_small",
+    "grid_step",
+    "div_by_reciprocal",
     "nan_max",
     "bf16_bits",
     "round_out",
@@ -67,6 +69,7 @@ __all__ = [
     "stats_program",
     "stats_grid",
     "fq_warps",
+    "sm_count",
     "lanes_v",
     "check_input",
     "in_arg",
@@ -127,6 +130,27 @@ def rha(t):
     """:func:`rha_small` for float32 ``t >= 0`` of any size, +Inf too (t >= 2^23 is an integer
     already and is its own value; NaN stays NaN)."""
     return tl.where(t < 8388608.0, rha_small(t), t)
+
+
+@triton.jit
+def grid_step(eb, M: tl.constexpr):
+    """(step, 1/step) as float32 for a grid of M fraction bits in the binade 2^p whose exponent
+    field is ``eb`` = (p + 127) << 23: step = 2^(p - M), from the bits in one integer op each
+    (both must be normal; no pow2, no int conversion)."""
+    sb = eb - (M << 23)
+    return sb.to(tl.float32, bitcast=True), ((254 << 23) - sb).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def div_by_reciprocal(a, d, rinv):
+    """fl(a / d) for float32 a and d given rinv = fl(1/d), without a division: y0 = fl(a·rinv),
+    then y0 + fl(a - d·y0)·rinv in one FMA (Markstein's correction; the residual a - d·y0 is
+    exact). The IEEE quotient bit for bit, but where the residual loses bits at the bottom of
+    float32's range: tiny quotients, which each caller's next rounding takes to 0 either way
+    (their tests check it over every bf16 and fp16 input). Three instructions instead of the
+    IEEE division's reciprocal on the special-function unit and range checks."""
+    y0 = a * rinv
+    return tl.fma(tl.fma(y0, -d, a), rinv, y0)
 
 
 @triton.jit
@@ -559,7 +583,7 @@ def stats_grid(family: str, dtype: torch.dtype, tiles: int, device: torch.device
     unroll = STATS_UNROLL[family].get(dtype, 1)
     warps = STATS_WARPS[family]
     if device.type == "cuda":
-        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * _sm_count(device.index))), unroll, warps
+        return max(1, min(tiles, PROGRAMS_PER_SM[unroll] * sm_count(device.index))), unroll, warps
     return max(1, min(tiles, 3)), unroll, warps
 
 
@@ -620,7 +644,7 @@ def fq_warps(family: str, dtype: torch.dtype, programs: int, device: torch.devic
     fewer tiles than four per SM (1024x1024: 256 tiles), where more threads per tile measured
     faster (MX 78 % -> 90 % of copy on bfloat16); 32 at most."""
     w = FQ_WARPS[family][dtype == torch.float32] * max(1, tile // FQ_TILE)
-    if device.type == "cuda" and programs < 4 * _sm_count(device.index):
+    if device.type == "cuda" and programs < 4 * sm_count(device.index):
         w = max(w, 16)
     return min(w, 32)
 
@@ -628,7 +652,8 @@ def fq_warps(family: str, dtype: torch.dtype, programs: int, device: torch.devic
 _SMS: dict = {}
 
 
-def _sm_count(index) -> int:
+def sm_count(index) -> int:
+    """Streaming multiprocessors of CUDA device ``index`` (None: the current one), asked once."""
     if index not in _SMS:
         _SMS[index] = torch.cuda.get_device_properties(index if index is not None else 0).multi_processor_count
     return _SMS[index]

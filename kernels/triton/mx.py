@@ -78,6 +78,7 @@ from ._common import (
     along_last,
     check_input,
     fq_warps,
+    grid_step,
     in_arg,
     lanes_v,
     load_f32,
@@ -207,9 +208,8 @@ def _elements(
         t = y * (2.0**M)
         step = 2.0**-M
     else:
-        fb = tl.maximum(y.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23)
-        t = y * ((M << 23) + (0x7F000000 - fb)).to(tl.float32, bitcast=True)  # (0x7F000000 - fb): 2^-p
-        step = (fb - (M << 23)).to(tl.float32, bitcast=True)
+        step, inv = grid_step(tl.maximum(y.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23), M)
+        t = y * inv
     t = tl.minimum(t, 4194304.0)
     rne = rne_small(t)  # round to nearest even (exact for 0 <= t <= 2^23)
     if ROUND == 0:  # nearest, ties away: a tie RNE rounded down goes up

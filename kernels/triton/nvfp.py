@@ -26,15 +26,15 @@ Shared per tile:
 ``nvf4`` (``emulate=exact``, reference ``_nvf4_exact``): ``S = e4m3(min(amax_b / 6, 448))``,
 then ``q = e2m1(|x| / S)``, output ``copysign(q·S, x)``, with IEEE float32 quotients, which the
 kernel forms without a division per element: ``fl(a / d)`` as ``y0 = fl(a·fl(1/d))`` and
-``y0 + fma(y0, -d, a)·fl(1/d)`` in one more FMA (Markstein's correction: the residual is
-exact), with d = 6 for the scale (a constant reciprocal) and d = S per element (one reciprocal
-per block). That is the IEEE quotient bit for bit but where the residual loses bits at the
-bottom of float32's range, for quotients the roundings take to 0 either way (amax / 6 below
-2^-126, which E4M3 rounds to 0; |x| / S below 2^-20, which E2M1 does): checked for every
-float32 amax, every bfloat16 and float16 |x| against every E4M3 S, and float32 |x| next to
-every midpoint times every S (``tests/kernels/test_triton_nvfp.py``). Special cases as the
-reference: a scale that rounds to 0 gives +0 for the block, a NaN block is NaN, an infinite
-element is NaN (its block's amax is Inf, so ``S = 448`` for the others).
+``y0 + fma(y0, -d, a)·fl(1/d)`` in one more FMA (``_common.div_by_reciprocal``, Markstein's
+correction: the residual is exact), with d = 6 for the scale (a constant reciprocal) and d = S
+per element (one reciprocal per block). That is the IEEE quotient bit for bit but where the
+residual loses bits at the bottom of float32's range, for quotients the roundings take to 0
+either way (amax / 6 below 2^-126, which E4M3 rounds to 0; |x| / S below 2^-20, which E2M1
+does): checked for every float32 amax, every bfloat16 and float16 |x| against every E4M3 S, and
+float32 |x| next to every midpoint times every S (``tests/kernels/test_triton_nvfp.py``).
+Special cases as the reference: a scale that rounds to 0 gives +0 for the block, a NaN block is
+NaN, an infinite element is NaN (its block's amax is Inf, so ``S = 448`` for the others).
 
 ``nvfp4`` (reference ``quantize_nvfp4_ref``): the tensor amax ``A`` (a 0-dim float32 tensor,
 read by the kernel: no host synchronisation) gives ``pts = A / 2688``; per block
@@ -85,6 +85,7 @@ from ._common import (
     IN_KIND,
     along_last,
     check_input,
+    div_by_reciprocal,
     fq_program,
     fq_warps,
     in_arg,
@@ -171,8 +172,7 @@ def _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.const
     nanb = amax != amax
     # §4.2 steps 2-3; Inf/6 = Inf clips to 448 (here NaN, which the min also takes to 448). A NaN
     # block is masked below. fl(amax / 6) through fl(1/6) (module docstring).
-    y6 = amax * 0.1666666716337204
-    s = _e4m3(tl.minimum(tl.fma(tl.fma(y6, -6.0, amax), 0.1666666716337204, y6), 448.0))
+    s = _e4m3(tl.minimum(div_by_reciprocal(amax, 6.0, 0.1666666716337204), 448.0))
     # The special cases ride on per-block values, not per-element selects: a NaN block decodes
     # with a NaN scale; a·0 is NaN for an infinite element (and +0 otherwise); a zero scale
     # (the fixed seed bug) gives +0, so its block keeps no sign.
@@ -181,9 +181,7 @@ def _nvf4_tile(x_ptr, t, n_blocks, nblk, L, BPP: tl.constexpr, IN_KIND: tl.const
     # fl(|x| / S) through the block's reciprocal (module docstring), then its E2M1 rounding (a
     # zero S gives a NaN quotient, then 6·0 = +0).
     rinv = tl.div_rn(tl.full(s.shape, 1.0, tl.float32), s)[:, None]
-    y0 = a * rinv
-    v = tl.fma(tl.fma(y0, -s[:, None], a), rinv, y0)
-    q = _e2m1_rne(v) * dec + a * 0.0  # exact: 2 x 4 significant bits, plus +0
+    q = _e2m1_rne(div_by_reciprocal(a, s[:, None], rinv)) * dec + a * 0.0  # exact: 2 x 4 significant bits, plus +0
     qbits = q.to(tl.int32, bitcast=True) | (xb & sign)  # copysign(q·S, x)
     bound = tl.where(nanb, float("nan"), 6.0 * s)
     return x, qbits.to(tl.float32, bitcast=True), valid, bound, offs

@@ -67,6 +67,7 @@ from ._common import (
     check_input,
     fq_program,
     fq_warps,
+    grid_step,
     in_arg,
     lanes_v,
     load_f32,
@@ -255,11 +256,11 @@ def _qtype_tile(t, args, K: tl.constexpr):
         zb = (z + EPS).to(tl.int32, bitcast=True)
         if POW_BITS:
             # 2^(M-p) and 2^(p-M) are normal for every p in [EXP_MIN, EXP_MAX]: built from p's
-            # clamped exponent field in one integer op each (as kernels.triton.mx does), where
-            # pow2 takes nine.
+            # clamped exponent field (_common.grid_step, as kernels.triton.mx does), where pow2
+            # takes nine instructions each.
             pf = tl.minimum(tl.maximum(zb & 0x7F800000, (EXP_MIN + 127) << 23), (EXP_MAX + 127) << 23)
-            t = z * ((M << 23) + (0x7F000000 - pf)).to(tl.float32, bitcast=True)
-            step = (pf - (M << 23)).to(tl.float32, bitcast=True)
+            step, inv = grid_step(pf, M)
+            t = z * inv
             if M <= 21:
                 # t >= 2^22 > 2^(M+1) only where p is clamped at EXP_MAX: then v >= 2^(EXP_MAX+1)
                 # > FP_MAX whatever the rounding, so t is capped and rounded without a range test.

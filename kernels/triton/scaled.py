@@ -27,20 +27,19 @@ makes everything NaN. The clip bound (``kernels.ranges``: ``max_norm / scale``, 
 the guard, NaN for a non-finite amax) is the same scalar arithmetic. Seed mode returns
 float32 whatever the input dtype, like the reference.
 
-**int8sym** (§8). x (contiguous) is viewed as (outer, L, inner) around the axis: with the
-axis last the matrix is (outer, L) and row r uses amax[r]; otherwise the matrix is
-(outer·L, inner) and element (r, c) uses amax[(r // L)·inner + c] (one integer division per
-tile row, not per element, and no transposed copy). Rows along the last axis that fit in one
-tile (4096 elements; 1024 for the statistics) sit whole in it, and the tile takes their amax
-itself as an int max of the magnitude bits (NaN sorting above +Inf, as ``kernels.triton.mx``):
-one pass over x. Otherwise the
-per-row amax is a torch reduction cached under ``("absmax_axis", axis)`` (axis non-negative;
-the layout ``kernels.triton.mx`` shares). Per element,
-as the reference: ``step = amax / 127`` and ``x / step`` are true divisions (``tl.div_rn``),
-``round(y).clamp(-127, 127)`` is integer work on ``min(|y|, 127)`` (rounding is monotone and
-127 an integer, so clamping first changes nothing), then ``· step``. In exact mode the quotient
-goes through the row's reciprocal where every step of the tile lies in [2^-100, 2^100]:
-``y0 = fl(|x|·fl(1/step))``, ``y = fl(y0 + fma(y0, -step, |x|)·fl(1/step))`` (Markstein's
+**int8sym** (§8). x (contiguous) is viewed as (outer, L, inner) around the axis: with the axis
+last the matrix is (outer, L) and row r uses amax[r]; otherwise the matrix is (outer·L, inner)
+and element (r, c) uses amax[(r // L)·inner + c] (one integer division per tile row, not per
+element, and no transposed copy). Rows along the last axis that fit in one tile (4096 elements;
+1024 for the statistics) sit whole in it, and the tile takes their amax itself as an int max of
+the magnitude bits (NaN sorting above +Inf, as ``kernels.triton.mx``): one pass over x.
+Otherwise the per-row amax is a torch reduction cached under ``("absmax_axis", axis)`` (axis
+non-negative; the layout ``kernels.triton.mx`` shares). Per element, as the reference:
+``step = amax / 127`` and ``x / step`` are true divisions (``tl.div_rn``), ``round(y).clamp(-127, 127)``
+is integer work on ``min(|y|, 127)`` (rounding is monotone and 127 an integer, so clamping
+first changes nothing), then ``· step``. In exact mode the quotient goes through the row's
+reciprocal where every step of the tile lies in [2^-100, 2^100]: ``y0 = fl(|x|·fl(1/step))``,
+``y = fl(y0 + fma(y0, -step, |x|)·fl(1/step))`` (``_common.div_by_reciprocal``, Markstein's
 correction: the residual is exact, and y is the IEEE quotient but where the residual loses bits
 at the bottom of float32's range, for quotients far below 1/2); three instructions per element
 instead of the IEEE division's reciprocal on the special-function unit and range checks.
@@ -49,11 +48,10 @@ pair of bfloat16 and of float16 values with |x| <= amax (4.4e8 and 5.0e8 pairs; 
 differ only below 2^-14 for bfloat16, nowhere for float16), and on exact ties (a step of a few
 bits, |x| = (k + 1/2)·step) in float32. Large exact-mode bf16/fp16 tensors whose rows sit whole
 in a tile run as persistent programs in a software-pipelined loop (``_int8_loop_programs``).
-emulate=exact makes a
-row with step == 0 exactly +0; NaN/Inf rows come out NaN through the same IEEE operations.
-emulate=seed computes in the input dtype: torch's bfloat16/float16 arithmetic is float32
-arithmetic rounded (RNE) to the dtype after every operation, which ``round_out`` after each
-operation reproduces; its all-zero rows are NaN (0/0) as in the seed.
+emulate=exact makes a row with step == 0 exactly +0; NaN/Inf rows come out NaN through the same
+IEEE operations. emulate=seed computes in the input dtype: torch's bfloat16/float16 arithmetic
+is float32 arithmetic rounded (RNE) to the dtype after every operation, which ``round_out``
+after each operation reproduces; its all-zero rows are NaN (0/0) as in the seed.
 
 **cast** (§7). ``x.to(T).to(back)``: T = bfloat16 by RNE on the bits, float16 by Triton's
 conversion (RNE, overflow to ±Inf, subnormals kept), then the output dtype's rounding
@@ -73,9 +71,11 @@ from ..reference.fp8 import FP8_ELEMENTS
 from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
+    div_by_reciprocal,
     fq_loop_program,
     fq_program,
     fq_warps,
+    grid_step,
     in_arg,
     lanes_v,
     load_f32,
@@ -83,6 +83,7 @@ from ._common import (
     reduce,
     rne_small,
     round_out,
+    sm_count,
     stats_grid,
     stats_program,
     tensor_absmax,
@@ -163,9 +164,7 @@ def _fp8_tile(t, args, K: tl.constexpr):
     sign = xb ^ ab
     v = tl.minimum(ab.to(tl.float32, bitcast=True) * scale, MAX_NORM)
     # round_to_grid: step 2^max(floor(log2 v), emin) · 2^-M from the exponent field.
-    step_bits = tl.maximum(v.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23) - (M << 23)
-    step = step_bits.to(tl.float32, bitcast=True)
-    inv = ((254 << 23) - step_bits).to(tl.float32, bitcast=True)  # 1/step, a normal power of two
+    step, inv = grid_step(tl.maximum(v.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23), M)
     qm = tl.div_rn(rne_small(v * inv) * step, scale)
     q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
     q = tl.where(tiny, x, tl.where(finite, q, float("nan")))
@@ -190,16 +189,17 @@ def _cast_tile(t, args, K: tl.constexpr):
 
 
 @triton.jit
-def _int8_q(y, step, sign, ARITH_KIND: tl.constexpr, SEED: tl.constexpr):
+def _int8_q(y, step, sign, ARITH_KIND: tl.constexpr, SEED: tl.constexpr, SPECIAL: tl.constexpr):
     """int8sym's q from the quotient y = |x| / step: round, clamp to 127 (clamping first is the
-    same: rounding is monotone), times step, x's sign; NaN where y is NaN, and +0 for a zero step
-    but in seed mode."""
+    same: rounding is monotone), times step, x's sign. ``SPECIAL`` (a NaN y, a zero step may
+    occur): NaN where y is NaN, and +0 for a zero step but in seed mode."""
     r = rne_small(tl.minimum(y, 127.0))  # torch.round; NaN stays NaN
     qm = round_out(r * step, ARITH_KIND)
     q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
-    q = tl.where(y != y, float("nan"), q)  # 0/0, x/NaN, Inf/Inf: torch's NaN passes round and clamp
-    if not SEED:
-        q = tl.where(step == 0.0, 0.0, q)  # the fixed seed bug: a zero step gives +0
+    if SPECIAL:
+        q = tl.where(y != y, float("nan"), q)  # 0/0, x/NaN, Inf/Inf: torch's NaN passes round and clamp
+        if not SEED:
+            q = tl.where(step == 0.0, 0.0, q)  # the fixed seed bug: a zero step gives +0
     return q
 
 
@@ -239,22 +239,17 @@ def _int8_tile(t, args, K: tl.constexpr):
     sign = xb ^ ab
     a = ab.to(tl.float32, bitcast=True)
     if ARITH_KIND == 0:
-        # |x| / step through the row's reciprocal rinv = RN(1/step) (see the module docstring):
-        # y0 = RN(|x|·rinv), the residual |x| - step·y0 in one FMA, y = RN(y0 + residual·rinv).
-        # A tile with a step outside [2^-100, 2^100] (tiny or huge rows, 0, Inf, NaN) takes the
-        # IEEE division instead.
+        # |x| / step through the row's reciprocal (see the module docstring). A tile with a step
+        # outside [2^-100, 2^100] (tiny or huge rows, 0, Inf, NaN) takes the IEEE division.
         ok = ((step >= 7.888609052210118e-31) & (step <= 1.2676506002282294e30)).to(tl.int32)
         if tl.min(tl.reshape(ok, [ok.numel]), axis=0) == 1:
             rinv = tl.div_rn(tl.full(step.shape, 1.0, tl.float32), step)
-            y0 = a * rinv
-            y = tl.fma(tl.fma(y0, -step, a), rinv, y0)  # (-step per row: y0 is not negated per element)
             # Every |x| here is at most its finite amax: no NaN or Inf to carry, no zero step.
-            qm = rne_small(tl.minimum(y, 127.0)) * step
-            q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
+            q = _int8_q(div_by_reciprocal(a, step, rinv), step, sign, 0, SEED, False)
         else:
-            q = _int8_q(tl.div_rn(a, step), step, sign, ARITH_KIND, SEED)
+            q = _int8_q(tl.div_rn(a, step), step, sign, 0, SEED, True)
     else:
-        q = _int8_q(round_out(tl.div_rn(a, step), ARITH_KIND), step, sign, ARITH_KIND, SEED)
+        q = _int8_q(round_out(tl.div_rn(a, step), ARITH_KIND), step, sign, ARITH_KIND, SEED, True)
     # kernels.ranges (int8sym): 127 · step, rounded to the output (= input) dtype.
     return x, q, valid, offs, round_out(127.0 * step, IN_KIND)
 
@@ -470,7 +465,7 @@ def _int8_loop_programs(x: torch.Tensor, spec: FormatSpec, shape: dict, tiles: i
         return 0
     if not shape["ROW_IN_TILE"] or shape["BR"] * shape["BC"] > _INT8_LOOP_TILE:
         return 0
-    programs = _INT8_LOOP_PER_SM * torch.cuda.get_device_properties(x.device).multi_processor_count
+    programs = _INT8_LOOP_PER_SM * sm_count(x.device.index)
     return programs if tiles >= _INT8_LOOP_MIN * programs else 0
 
 
@@ -479,8 +474,8 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
     statistics (with the input's moments or not); returns the partials (or None)."""
     stats = dst is None
     tiles, shape = _geometry(x, spec, _STATS_TILE) if stats else _geometry(x, spec, _TILE, _MAX_ROW)
+    family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)  # the key of the _common tables
     if stats:
-        family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)
         programs, unroll, warps = stats_grid(family, x.dtype, tiles, x.device)
         cnt, sums = partials(programs, x.device)
         head, grid = (cnt, sums), (programs,)
@@ -490,7 +485,6 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
     else:
         head, grid = (in_arg(dst),), (tiles,)
         # (int8sym: a whole row longer than a tile keeps the table's 16 warps, 512 threads.)
-        family = {"fp8tensor": "fp8"}.get(spec.family, spec.family)
         tail = dict(num_warps=fq_warps(family, x.dtype, tiles, x.device))
     xa = in_arg(x)
     seed = spec.emulate == "seed"

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
 from golden import needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, assert_sums_equal, check, check_golden, check_sums, heavy  # noqa: E402
+from triton_support import DTYPES, SKIP, assert_sums_equal, check, check_golden, check_sums, divide_by_reciprocal, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -114,14 +114,8 @@ def test_nvf4_scale_and_element_rounding_edges():
 
 
 def _markstein(a: torch.Tensor, d: float) -> torch.Tensor:
-    """fl(a / d) as the nvf4 kernel computes it: y0 = fl(a·fl(1/d)), then y0 + fl(fma(y0, -d, a)·fl(1/d))
-    in one FMA (single-rounding FMAs of Triton's interpreter, as on the GPU)."""
-    from triton._C.libtriton import interpreter as interp
-
-    r = torch.full_like(a, 1.0) / d
-    y0 = a * r
-    e = interp.fma_fp32(y0.numpy(), torch.full_like(a, -d).numpy(), a.numpy())
-    return torch.from_numpy(interp.fma_fp32(e, r.numpy(), y0.numpy()))
+    """fl(a / d) as the nvf4 kernel computes it (``_common.div_by_reciprocal``)."""
+    return divide_by_reciprocal(a, torch.tensor(d))
 
 
 def _e4m3_scales() -> list[float]:
@@ -156,9 +150,9 @@ def test_nvf4_amax_over_6_through_the_reciprocal(every):
     every non-negative float32 amax (every ``every``-th bit pattern; all 2^31 with ``-m slow``),
     but subnormal quotients (E4M3 rounds them to 0 either way) and Inf (NaN here; the min with
     448 takes both to 448)."""
-    step = 1 << 22
-    for lo in range(0, 0x7F800000, step):
-        a = torch.arange(lo, min(lo + step, 0x7F800000), every, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    span = (1 << 24) * every  # 2^24 values a call
+    for lo in range(0, 0x7F800000, span):
+        a = torch.arange(lo, min(lo + span, 0x7F800000), every, dtype=torch.int64).to(torch.int32).view(torch.float32)
         got, want = _markstein(a, 6.0), a / 6.0
         differ = got.view(torch.int32) != want.view(torch.int32)
         assert not (differ & (want >= 2.0**-126)).any(), lo

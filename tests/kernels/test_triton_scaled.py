@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
 from golden import needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, check, check_golden, check_sums, heavy  # noqa: E402
+from triton_support import DTYPES, SKIP, check, check_golden, check_sums, divide_by_reciprocal, heavy  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -199,39 +199,43 @@ def test_int8sym_reciprocal_path_and_its_bounds():
 
 
 def _markstein_pairs(dtype: torch.dtype, every: int):
-    """(a, step) for every ``every``-th positive finite ``dtype`` value as a row amax with
-    step = fl32(amax / 127) in [2^-100, 2^100], and every positive finite value a <= amax."""
+    """(a, step) in batches of about 2^22 pairs: for every ``every``-th positive finite ``dtype``
+    value as a row amax with step = fl32(amax / 127) in [2^-100, 2^100], every positive finite
+    value a <= amax."""
     top = 0x7C00 if dtype == torch.float16 else 0x7F80
     vals = torch.arange(1, top, dtype=torch.int32).to(torch.int16).view(dtype).float().sort().values
+    batch_a, batch_s, size = [], [], 0
     for amax in vals[::every]:
         step = amax / 127
         if 2.0**-100 <= float(step) <= 2.0**100:
             a = vals[: int(torch.searchsorted(vals, amax, right=True))]
-            yield a, torch.full_like(a, float(step))
+            batch_a.append(a)
+            batch_s.append(torch.full_like(a, float(step)))
+            size += a.numel()
+            if size >= 1 << 22:
+                yield torch.cat(batch_a), torch.cat(batch_s)
+                batch_a, batch_s, size = [], [], 0
+    if batch_a:
+        yield torch.cat(batch_a), torch.cat(batch_s)
 
 
 @pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 61])
 def test_int8sym_reciprocal_quotient_rounds_as_the_ieee_quotient(every):
-    """The reciprocal path's quotient y = fma(fma(y0, -step, a), r, y0), y0 = fl(a·r), r = fl(1/step)
-    (the FMAs of Triton's interpreter are single-rounding, as on the GPU), against IEEE a / step,
-    for bfloat16 and float16 values a and amax (exhaustively with ``-m slow``: 4.4e8 and 5.0e8
-    pairs): int8sym's rounded quotient rne(min(y, 127)) is the same for every pair, and y itself
-    is bit for bit the same but for some bf16 quotients under 2^-14 (a or the quotient at the
-    bottom of float32's range, where the residual loses bits), which round to 0 either way."""
-    from triton._C.libtriton import interpreter as interp
-
+    """The reciprocal path's quotient (``_common.div_by_reciprocal``, run in the interpreter)
+    against IEEE a / step, for bfloat16 and float16 values a and amax (exhaustively with
+    ``-m slow``: 4.4e8 and 5.0e8 pairs): int8sym's rounded quotient rne(min(y, 127)) is the same
+    for every pair, and y itself is bit for bit the same but for some bf16 quotients under 2^-14
+    (a or the quotient at the bottom of float32's range, where the residual loses bits), which
+    round to 0 either way."""
     for dtype in (torch.bfloat16, torch.float16):
         for a, step in _markstein_pairs(dtype, every):
-            r = 1.0 / step
-            y0 = a * r
-            e = torch.from_numpy(interp.fma_fp32(y0.numpy(), (-step).numpy(), a.numpy()))
-            y = torch.from_numpy(interp.fma_fp32(e.numpy(), r.numpy(), y0.numpy()))
+            y = divide_by_reciprocal(a, step)
             ieee = a / step
-            assert torch.equal(torch.round(y.clamp(max=127)), torch.round(ieee.clamp(max=127))), (dtype, float(step[0]))
+            assert torch.equal(torch.round(y.clamp(max=127)), torch.round(ieee.clamp(max=127))), dtype
             differ = y.view(torch.int32) != ieee.view(torch.int32)
-            assert float(torch.cat([ieee[differ], torch.zeros(1)]).max()) < 2.0**-14, (dtype, float(step[0]))
+            assert float(torch.cat([ieee[differ], torch.zeros(1)]).max()) < 2.0**-14, dtype
             if dtype == torch.float16:
-                assert not differ.any(), float(step[0])
+                assert not differ.any()
 
 
 def test_cast_overflow_and_double_rounding():

@@ -149,3 +149,29 @@ def check_sums(x: torch.Tensor, fmt: str, cache: dict | None = None) -> None:
     lean = sums(x, spec, input_stats=False, cache=cache)
     assert lean.nx == 0, what
     assert_sums_equal(lean, error_sums_ref(x, q, unit_bound(x, spec), input_stats=False), f"{what} lean", scale)
+
+
+if SKIP is None:
+    import triton
+    import triton.language as tl
+
+    from kernels.triton._common import div_by_reciprocal
+
+    @triton.jit
+    def _div_by_reciprocal_kernel(a_ptr, d_ptr, r_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        a = tl.load(a_ptr + i, mask=m, other=1.0)
+        d = tl.load(d_ptr + i, mask=m, other=1.0)
+        r = tl.load(r_ptr + i, mask=m, other=1.0)
+        tl.store(out_ptr + i, div_by_reciprocal(a, d, r), mask=m)
+
+
+def divide_by_reciprocal(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """fl(a / d) as the kernels compute it, ``_common.div_by_reciprocal`` with fl(1/d), run in
+    Triton's interpreter (whose FMAs round once, as the GPU's) on float32 ``a`` and ``d``."""
+    a, d = a.float().contiguous(), d.float().expand_as(a).contiguous()
+    out = torch.empty_like(a)
+    block = min(1 << 18, triton.next_power_of_2(max(a.numel(), 1)))
+    _div_by_reciprocal_kernel[(triton.cdiv(a.numel(), block),)](a, d, 1.0 / d, out, a.numel(), BLOCK=block)
+    return out
