@@ -54,6 +54,7 @@ __all__ = [
     "rha_small",
     "grid_step",
     "div_by_reciprocal",
+    "split_divisor",
     "nan_max",
     "bf16_bits",
     "round_out",
@@ -69,6 +70,7 @@ __all__ = [
     "stats_program",
     "stats_grid",
     "fq_warps",
+    "fq_loop",
     "sm_count",
     "lanes_v",
     "check_input",
@@ -151,6 +153,19 @@ def div_by_reciprocal(a, d, rinv):
     IEEE division's reciprocal on the special-function unit and range checks."""
     y0 = a * rinv
     return tl.fma(tl.fma(y0, -d, a), rinv, y0)
+
+
+@triton.jit
+def split_divisor(d):
+    """(m, fl(1/m), 2^-e) for a positive normal float32 scalar d = m·2^e, m in [1, 2): a quotient
+    a / d is then ``div_by_reciprocal(a, m, fl(1/m)) * 2^-e``, the IEEE one where a / m is
+    (the power of two is exact while the quotient stays normal; past float32's top it goes to
+    Inf as the IEEE quotient does). Scalar work, once per program. Not for d below 2^-126 or
+    above 2^127 (2^-e would not be a normal float32); 0, Inf and NaN give garbage."""
+    b = d.to(tl.int32, bitcast=True)
+    m = ((b & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True)
+    p2 = ((254 - ((b >> 23) & 0xFF)) << 23).to(tl.float32, bitcast=True)
+    return m, tl.div_rn(tl.full((), 1.0, tl.float32), m), p2
 
 
 @triton.jit
@@ -446,8 +461,9 @@ def fq_loop_program(TILE: tl.constexpr, args, K: tl.constexpr, out_ptr, OUT_KIND
     ``TILE``, stored like :func:`fq_program`'s, in a loop Triton software-pipelines over
     ``STAGES`` stages (its loads become asynchronous copies into shared memory, the next tiles'
     issued while one is computed; Triton's interpreter runs it as a plain loop)."""
+    zero = tl.program_id(0) * 0  # the loop index as a tensor in Triton's interpreter too
     for t in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
-        x, q, valid, offs, bound = TILE(t, args, K)
+        x, q, valid, offs, bound = TILE(t + zero, args, K)
         store_out(out_ptr, offs, q, valid, OUT_KIND)
 
 
@@ -629,9 +645,9 @@ FQ_WARPS: dict[str, tuple[int, int]] = {
     "nvf4": (8, 32),
     "nvfp4": (8, 8),
     "nf4": (8, 8),
-    "fp8": (16, 16),
+    "fp8": (4, 16),
     "int8sym": (16, 16),
-    "hif8": (16, 16),
+    "hif8": (4, 16),
     "hifx": (8, 8),
     "cast": (8, 8),
 }
@@ -647,6 +663,31 @@ def fq_warps(family: str, dtype: torch.dtype, programs: int, device: torch.devic
     if device.type == "cuda" and programs < 4 * sm_count(device.index):
         w = max(w, 16)
     return min(w, 32)
+
+
+#: Fake quantization as persistent programs looping over the tiles in a loop Triton
+#: software-pipelines (:func:`fq_loop_program`), per family, for (2-byte, float32) inputs:
+#: (stages, programs per SM, warps), or None for one tile a program. On the H200
+#: (benchmarks/results/h200.md) it helped int8sym's whole rows with their absmax (bf16 8192x8192
+#: 89 % of copy against 71 %), and not fp8 or hif8 (at best as fast as a tile a program; hif8's
+#: table look-ups 19-30 %).
+FQ_LOOP: dict[str, tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]] = {
+    "int8sym": ((4, 2, 16), None),
+}
+#: The loop runs where every program gets at least this many tiles.
+FQ_LOOP_MIN = 8
+
+
+def fq_loop(family: str, x: torch.Tensor, tiles: int) -> tuple[int, int, int] | None:
+    """(programs, stages, warps) of :data:`FQ_LOOP`'s persistent fake quantization of ``tiles``
+    tiles of ``x`` for ``family``, or None for one tile a program (no entry, not on CUDA, or too
+    few tiles for :data:`FQ_LOOP_MIN` per program)."""
+    cfg = FQ_LOOP.get(family, (None, None))[x.dtype == torch.float32]
+    if cfg is None or x.device.type != "cuda":
+        return None
+    stages, per_sm, warps = cfg
+    programs = per_sm * sm_count(x.device.index)
+    return (programs, stages, warps) if tiles >= FQ_LOOP_MIN * programs else None
 
 
 _SMS: dict = {}

@@ -1,23 +1,25 @@
 """Triton HiF8 kernels (family ``hif8``, ``emulate=exact``): the reference's float32 algorithm
 (formats-hifloat.md §3.2, §3.4, §4.1) bit for bit, on tiles of consecutive elements (HiF8 is
 elementwise: the tensor is read flat). One tile function, ``_hif8_tile``, computes x, q and the
-clip bound of a tile; the fake-quantization kernel runs one ``TILE_ROWS × TILE_COLS`` tile per
-program and stores q (``_common.fq_program``).
+clip bound of a 1-D tile; the fake-quantization kernel runs one tile of ``TILE_ROWS ×
+TILE_COLS`` elements per program and stores q (``_common.fq_program``).
 
 Per element, on the float32 bits of ``y`` (x itself, or x·s with the per-tensor scale):
 
-1. **Steps 3-4, clamps on bits**: the magnitude bits ``|y|`` are clamped to
-   ``[bits(2^-22), bits(2^15)]`` as an int32 (for non-negative floats the int order is the
-   float order), like the reference's ``a.clamp(2^-22, 32768)``; NaN is set aside and put back
-   at the end (int clamps would otherwise turn it into 32768).
-2. **Steps 5-7, rounding**: E is the biased exponent field minus 127 (exact: the clamped value
-   is a normal float32), w = [|E| <= 3] + [|E| <= 7] + [|E| <= 15], and with sh = 23 - w,
-   ``(bits + 2^sh / 2) & -2^sh`` keeps w mantissa bits rounding half away from zero, a carry
-   landing in the exponent field: the reference's ``_rounding_tables`` computed instead of
-   looked up.
-3. **Step 8 and the zeros**: y's sign bit is ORed back; zeros (``|y| == 0``, or ``|y| < 2^-23``
+1. **Steps 3-7, clamp and rounding, through two 256-entry tables** indexed by the exponent
+   field f of ``|y|``'s bits (:func:`_round_table`; one 4-byte look-up each, which stay in the
+   L1 cache): in range (|y| in [2^-22, 2^15), f = E + 127) h = 2^(22 - w), half the step of
+   w = [|E| <= 3] + [|E| <= 7] + [|E| <= 15] mantissa bits, and ``(bits + h) & -2h`` keeps w
+   mantissa bits rounding half away from zero, a carry landing in the exponent field (the
+   reference's ``_rounding_tables`` computed instead of looked up); outside, h = 0 and the
+   second table's o, ORed in, is the clamp's value: 2^-22 below, 2^15 above (±Inf too), as the
+   reference's ``a.clamp(2^-22, 32768)``, which its rounding leaves as they are. NaN is set
+   aside and put back at the end. (Computing the clamp, w and the step per element took about
+   twice the integer instructions, and the integer pipe bounded the kernel, 75 % busy in Nsight
+   Compute: with the tables and 4 warps, 77 % of copy on bf16 against 59 % before, on the H200.)
+2. **Step 8 and the zeros**: y's sign bit is ORed back; zeros (``|y| == 0``, or ``|y| < 2^-23``
    with ``underflow=flush``) give +0, HiF8's one zero.
-4. **Overflow** (step 4): ``inf`` sends ``|y| >= 40960`` (±Inf included, NaN not) to ±Inf;
+3. **Overflow** (step 4): ``inf`` sends ``|y| >= 40960`` (±Inf included, NaN not) to ±Inf;
    ``tof8`` sends it to ±49152, and from 49152 up to ±Inf; ``saturate`` is the clamp itself.
    ``variant=paper`` then keeps ±Inf inputs as they are (§3.4).
 
@@ -25,10 +27,17 @@ Per element, on the float32 bits of ``y`` (x itself, or x·s with the per-tensor
 operations around the element rule (those of ``_per_tensor_scale`` and ``_quant_hif8_recipe``):
 ``s = fl(k / fl(amax + 2^-23))`` with k rounded to float32, computed in every tile from the
 amax (a few scalar ops; no host sync, no extra launch), ``y = fl(x·s)`` and the output
-``fl(q / s)``, both divisions IEEE (``tl.div_rn``: Triton's default division is approximate on
-the GPU), rounded once to the output dtype (bf16 by default; RNE on the bits, exactly torch's
-``.to()``). A NaN or ±Inf anywhere gives a NaN or zero s, and every element is NaN by the same
-arithmetic as the reference's. amax is the int max of the magnitude bits (every NaN pattern
+``fl(q / s)``, both divisions IEEE (Triton's default division is approximate on the GPU): s by
+``tl.div_rn``, and q / s without a division per element where s = m·2^e is normal and below
+2^104 (a branch per program; s is at most k·2^23, so with k below 2^81 always): ``q / m``
+through fl(1/m) and one FMA correction (``_common.split_divisor``, ``div_by_reciprocal``; ±Inf
+put back), then times 2^-e. For dividends with at most 3 fraction bits (every HiF8 value) the
+first quotient is the IEEE one bit for bit (checked for every float32 significand m,
+``tests/kernels/test_triton_scaled.py``), and the power of two is exact as every nonzero
+|q| >= 2^-22 makes the quotient normal (or overflow to Inf, as the IEEE one); other s take
+``tl.div_rn``. The result is rounded once to the output dtype (bf16 by default; RNE on the
+bits, exactly torch's ``.to()``). A NaN or ±Inf anywhere gives a NaN or zero s, and every
+element is NaN by the same arithmetic as the reference's. amax is the int max of the magnitude bits (every NaN pattern
 sorts above +Inf, so NaN propagates like ``torch.amax``), a small Triton reduction kept in the
 caller's ``cache`` under ``("absmax",)``: it does not depend on the format.
 
@@ -55,6 +64,7 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     check_input,
+    div_by_reciprocal,
     fq_program,
     fq_warps,
     in_arg,
@@ -63,6 +73,7 @@ from ._common import (
     partials,
     reduce,
     round_out,
+    split_divisor,
     stats_grid,
     stats_program,
     tensor_absmax,
@@ -106,8 +117,9 @@ def unsupported_reason(spec: FormatSpec) -> str | None:
 @triton.jit
 def _hif8_tile(t, args, K: tl.constexpr):
     """Tile ``t``: (x, q, valid, offs, clip bound), q in float32 before the output cast; args
-    (x_ptr, amax_ptr, k, n), K (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)."""
-    x_ptr, amax_ptr, k, n = args
+    (x_ptr, amax_ptr, tab_ptr, k, n), K (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW,
+    KEEP_INF, TOP)."""
+    x_ptr, amax_ptr, tab_ptr, k, n = args
     ROWS: tl.constexpr = K[0]
     COLS: tl.constexpr = K[1]
     IN_KIND: tl.constexpr = K[2]
@@ -117,30 +129,32 @@ def _hif8_tile(t, args, K: tl.constexpr):
     OVERFLOW: tl.constexpr = K[6]
     KEEP_INF: tl.constexpr = K[7]
     TOP: tl.constexpr = K[8]
-    offs = t.to(tl.int64) * (ROWS * COLS) + (tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+    # A 1-D tile (a 2-D one took its table look-ups in another layout, through shared memory).
+    offs = t.to(tl.int64) * (ROWS * COLS) + tl.arange(0, ROWS * COLS)
     valid = offs < n
     x = load_f32(x_ptr, offs, valid, IN_KIND)
     if SCALED:
         # §4.1 steps 2-3 per tile (a few scalar ops): s = fl(k / fl(amax + 2^-23)), IEEE.
-        amax = tl.load(amax_ptr + tl.zeros([1, 1], tl.int32))
-        s = tl.div_rn(tl.zeros([1, 1], tl.float32) + k, amax + 1.1920928955078125e-07)
+        amax = tl.load(amax_ptr)
+        s = tl.div_rn(tl.full((), 1.0, tl.float32) * k, amax + 1.1920928955078125e-07)
         y = x * s
+        m, m_inv, p2 = split_divisor(s)
+        ef = (s.to(tl.int32, bitcast=True) >> 23) & 0xFF
+        fast_div = (ef >= 1) & (ef <= 230)  # s normal and below 2^104: every q / s is normal
     else:
-        s = tl.zeros([1, 1], tl.float32) + 1.0
+        s = tl.full((), 1.0, tl.float32)
         y = x
     yb = y.to(tl.int32, bitcast=True)
     ab = yb & 0x7FFFFFFF
     sign = yb ^ ab
     nan = ab > 0x7F800000
 
-    # Steps 3-4: clamp |y| to [2^-22, 2^15]; every value is then a normal float32.
-    c = tl.minimum(tl.maximum(ab, (127 - 22) << 23), (127 + 15) << 23)
-    # Steps 5-7: keep w mantissa bits, ties away from zero (E in [-22, 15]).
-    e = (c >> 23) - 127
-    ae = tl.abs(e)
-    w = (ae <= 3).to(tl.int32) + (ae <= 7).to(tl.int32) + (ae <= 15).to(tl.int32)
-    step = 1 << (23 - w)
-    qb = ((c + (step >> 1)) & -step) | sign
+    # Steps 3-7 through the tables of the exponent field (see the module docstring): in range,
+    # (|y| + h) & -2h keeps w mantissa bits rounding ties away from zero (h = 0 outside, where o
+    # is the clamped value). h at tab_ptr, o 256 entries on.
+    f = ab >> 23
+    h = tl.load(tab_ptr + f)
+    qb = (((ab + h) & (h * -2)) | tl.load((tab_ptr + 256) + f)) | sign
     # HiF8 has one zero: +0 for ±0 and for flushed values (step 2-3).
     if FLUSH:
         zero = ab < ((127 - 23) << 23)
@@ -157,10 +171,19 @@ def _hif8_tile(t, args, K: tl.constexpr):
         qb = tl.where(ab == 0x7F800000, yb, qb)
     q = qb.to(tl.float32, bitcast=True)
     if SCALED:
-        q = tl.div_rn(q, tl.zeros_like(q) + s)  # the reference's IEEE fl32(q / s)
+        # The reference's IEEE fl32(q / s) (see the module docstring): (q / m) · 2^-e through
+        # fl(1/m) where s = m · 2^e is normal and below 2^104, else the IEEE division. ±Inf / m
+        # is put back (the correction's Inf - Inf is NaN); only overflow=inf/tof8 make them.
+        if fast_div:
+            qd = div_by_reciprocal(q, m, m_inv)
+            if OVERFLOW != 0:
+                qd = tl.where(qd == qd, qd, q)
+            q = qd * p2
+        else:
+            q = tl.div_rn(q, tl.zeros_like(q) + s)
 
     # kernels.ranges.unit_bound: G (TOP), divided by s when scaled, rounded to the output dtype.
-    bound = tl.zeros([1, 1], tl.float32) + TOP
+    bound = tl.full((), TOP, tl.float32)
     if SCALED:
         bound = tl.div_rn(bound, s)
     return x, q, valid, offs, round_out(bound, OUT_KIND)
@@ -170,26 +193,58 @@ def _hif8_tile(t, args, K: tl.constexpr):
 
 
 @triton.jit
-def _hif8_fq_kernel(x_ptr, out_ptr, amax_ptr, k, n, IN_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
+def _hif8_fq_kernel(x_ptr, out_ptr, amax_ptr, tab_ptr, k, n, IN_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
                     SCALED: tl.constexpr, FLUSH: tl.constexpr, OVERFLOW: tl.constexpr, KEEP_INF: tl.constexpr,
                     TOP: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)
-    fq_program(_hif8_tile, (x_ptr, amax_ptr, k, n), K, out_ptr, OUT_KIND)
+    fq_program(_hif8_tile, (x_ptr, amax_ptr, tab_ptr, k, n), K, out_ptr, OUT_KIND)
 
 
 @triton.jit
-def _hif8_sums_kernel(x_ptr, cnt_ptr, sum_ptr, amax_ptr, k, n, n_tiles, IN_KIND: tl.constexpr,
+def _hif8_sums_kernel(x_ptr, cnt_ptr, sum_ptr, amax_ptr, tab_ptr, k, n, n_tiles, IN_KIND: tl.constexpr,
                       OUT_KIND: tl.constexpr, SCALED: tl.constexpr, FLUSH: tl.constexpr, OVERFLOW: tl.constexpr,
                       KEEP_INF: tl.constexpr, TOP: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
                       EXACT_OUT: tl.constexpr, INPUT_STATS: tl.constexpr, UNROLL: tl.constexpr,
                       V: tl.constexpr):  # fmt: skip
     K: tl.constexpr = (ROWS, COLS, IN_KIND, OUT_KIND, SCALED, FLUSH, OVERFLOW, KEEP_INF, TOP)
-    args = (x_ptr, amax_ptr, k, n)
-    stats_program(_hif8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (ROWS, COLS), OUT_KIND, EXACT_OUT, INPUT_STATS,
+    args = (x_ptr, amax_ptr, tab_ptr, k, n)
+    stats_program(_hif8_tile, args, K, n_tiles, cnt_ptr, sum_ptr, (ROWS * COLS,), OUT_KIND, EXACT_OUT, INPUT_STATS,
                   UNROLL, V)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- launchers
+
+
+def _round_table() -> torch.Tensor:
+    """Steps 3-7 per exponent field f of |y| (0-255), as int32 h[f] then o[f]: for f in 105-141
+    (|y| in [2^-22, 2^15)) h = 2^(22 - w), half the step of w = [|E| <= 3] + [|E| <= 7] +
+    [|E| <= 15] mantissa bits (E = f - 127), and o = 0; below, h = 0 and o = bits(2^-22); above
+    (|y| >= 2^15, ±Inf and NaN too), h = 0 and o = bits(2^15): the clamp to [2^-22, 2^15] of
+    step 4 (that its rounding leaves as it is). Zeros, flushed values, NaN and overflow are the
+    kernel's selects."""
+    rows = []
+    for f in range(256):
+        if f < 127 - 22:
+            h, o = 0, 0x34800000
+        elif f >= 127 + 15:
+            h, o = 0, 0x47000000
+        else:
+            ae = abs(f - 127)
+            h, o = 1 << (22 - (ae <= 3) - (ae <= 7) - (ae <= 15)), 0
+        rows.append((h, o))
+    return torch.tensor(rows, dtype=torch.int32).t().contiguous().reshape(-1)
+
+
+_TABLE = _round_table()
+_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _table(device: torch.device) -> torch.Tensor:
+    """:func:`_round_table` on ``device``, made once per device."""
+    t = _TABLES.get(device)
+    if t is None:
+        t = _TABLES[device] = _TABLE.to(device)
+    return t
 
 
 def _modes(spec: FormatSpec) -> tuple[bool, str, str]:
@@ -228,7 +283,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
         ROWS=TILE_ROWS,
         COLS=TILE_COLS,
     )
-    return xf, out_dtype, (in_arg(amax), k, xf.numel()), c
+    return xf, out_dtype, (in_arg(amax), _table(x.device), k, xf.numel()), c
 
 
 def hif8_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:
@@ -267,7 +322,7 @@ def hif8_sums(x: torch.Tensor, spec: FormatSpec, input_stats: bool = True, cache
     exact = not c["SCALED"]
     _hif8_sums_kernel[(programs,)](
         in_arg(xf), cnt, sums, *args, n_tiles=tiles, EXACT_OUT=exact, INPUT_STATS=input_stats, UNROLL=unroll, **c,
-        V=lanes_v((_STATS_ROWS, TILE_COLS), x.dtype, warps, unroll, input_stats), num_warps=warps,
+        V=lanes_v((_STATS_ROWS * TILE_COLS,), x.dtype, warps, unroll, input_stats), num_warps=warps,
     )  # fmt: skip
     return reduce(cnt, sums, x.numel(), input_stats)
 

@@ -20,12 +20,18 @@ sign bit ORed back (division and rounding are odd functions, so -0 stays -0):
 ``v = min(|x|·scale, max_norm)`` (finite whenever amax is finite and >= 2^-23, since
 |x| <= amax); the step ``2^max(floor(log2 v), emin) · 2^-M`` from v's exponent field, as
 ``reference.fp8.round_to_grid`` reads it; ``t = v / step`` is exact (a power of two), its RNE
-is ``_common.rne_small``; ``r·step`` is exact and the final
-``/ scale`` is ``tl.div_rn`` (IEEE, like torch; Triton's default float32 division is
-approximate on the GPU). Then the reference's guards: amax < 2^-23 returns x, a NaN/Inf amax
-makes everything NaN. The clip bound (``kernels.ranges``: ``max_norm / scale``, +Inf under
-the guard, NaN for a non-finite amax) is the same scalar arithmetic. Seed mode returns
-float32 whatever the input dtype, like the reference.
+is ``_common.rne_small``; ``g = r·step`` is exact, and the final ``g / scale`` is the IEEE
+quotient, like torch's, without a division per element: with scale = m·2^e, m in [1, 2)
+(``_common.split_divisor``), ``g / m`` through fl(1/m) and one FMA correction
+(``_common.div_by_reciprocal``), then times 2^-e. For dividends with at most 3 fraction bits
+(every E4M3 and E5M2 grid value) the first quotient is the IEEE one bit for bit (checked for
+every float32 significand m, ``tests/kernels/test_triton_scaled.py``), and the power of two
+is exact as the quotient is normal: scale lies in [1.3e-36, 3.8e9] (amax finite and at least
+2^-23), so quotients lie in [2^-48, amax]. Then the reference's guards:
+amax < 2^-23 returns x, a NaN/Inf amax makes everything NaN. The clip bound
+(``kernels.ranges``: ``max_norm / scale``, +Inf under the guard, NaN for a non-finite amax) is
+the same scalar arithmetic. Seed mode returns float32 whatever the input dtype, like the
+reference.
 
 **int8sym** (§8). x (contiguous) is viewed as (outer, L, inner) around the axis: with the axis
 last the matrix is (outer, L) and row r uses amax[r]; otherwise the matrix is (outer·L, inner)
@@ -47,7 +53,7 @@ instead of the IEEE division's reciprocal on the special-function unit and range
 pair of bfloat16 and of float16 values with |x| <= amax (4.4e8 and 5.0e8 pairs; the quotients
 differ only below 2^-14 for bfloat16, nowhere for float16), and on exact ties (a step of a few
 bits, |x| = (k + 1/2)·step) in float32. Large exact-mode bf16/fp16 tensors whose rows sit whole
-in a tile run as persistent programs in a software-pipelined loop (``_int8_loop_programs``).
+in a tile run as persistent programs in a software-pipelined loop (``_common.fq_loop``).
 emulate=exact makes a row with step == 0 exactly +0; NaN/Inf rows come out NaN through the same
 IEEE operations. emulate=seed computes in the input dtype: torch's bfloat16/float16 arithmetic
 is float32 arithmetic rounded (RNE) to the dtype after every operation, which ``round_out``
@@ -72,6 +78,7 @@ from ..stats import ErrorSums
 from ._common import (
     IN_KIND,
     div_by_reciprocal,
+    fq_loop,
     fq_loop_program,
     fq_program,
     fq_warps,
@@ -83,7 +90,7 @@ from ._common import (
     reduce,
     rne_small,
     round_out,
-    sm_count,
+    split_divisor,
     stats_grid,
     stats_program,
     tensor_absmax,
@@ -165,7 +172,10 @@ def _fp8_tile(t, args, K: tl.constexpr):
     v = tl.minimum(ab.to(tl.float32, bitcast=True) * scale, MAX_NORM)
     # round_to_grid: step 2^max(floor(log2 v), emin) · 2^-M from the exponent field.
     step, inv = grid_step(tl.maximum(v.to(tl.int32, bitcast=True) & 0x7F800000, (EMIN + 127) << 23), M)
-    qm = tl.div_rn(rne_small(v * inv) * step, scale)
+    # g / scale = (g / m) · 2^-e for scale = m · 2^e, m in [1, 2): g / m through fl(1/m)
+    # (div_by_reciprocal), then an exact power of two (see the module docstring).
+    m, m_inv, p2 = split_divisor(scale)
+    qm = div_by_reciprocal(rne_small(v * inv) * step, m, m_inv) * p2
     q = (qm.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
     q = tl.where(tiny, x, tl.where(finite, q, float("nan")))
 
@@ -360,7 +370,7 @@ def _int8_fq(
     STAGES: tl.constexpr,
 ):
     K: tl.constexpr = (BR, BC, AXIS_LAST, ROW_IN_TILE, IN_KIND, ARITH_KIND, SEED)
-    if STAGES > 0:  # persistent programs (see _int8_loop_programs)
+    if STAGES > 0:  # persistent programs (_common.fq_loop)
         fq_loop_program(_int8_tile, (x_ptr, amax_ptr, R, C, D, ncb), K, out_ptr, IN_KIND, n_tiles, STAGES)
     else:
         fq_program(_int8_tile, (x_ptr, amax_ptr, R, C, D, ncb), K, out_ptr, IN_KIND)
@@ -445,28 +455,21 @@ def _geometry(x: torch.Tensor, spec: FormatSpec, tile: int = _TILE, whole_row: i
 
 
 #: int8sym's exact fake quantization of 2-byte inputs whose rows sit whole in tiles of at most
-#: _INT8_LOOP_TILE elements, with at least _INT8_LOOP_MIN tiles per program: _INT8_LOOP_PER_SM
-#: persistent programs per SM loop over the tiles in a loop Triton software-pipelines over
-#: _INT8_LOOP_STAGES stages (asynchronous copies of the next rows into shared memory while one is
-#: quantized). On the H200, bf16 8192x8192: 86-89 % of copy against 71 % with one tile per
+#: _INT8_LOOP_TILE elements runs as persistent programs (``_common.fq_loop``, its table's
+#: configuration). On the H200, bf16 8192x8192: 86-89 % of copy against 71 % with one tile per
 #: program, whose block-wide absmax left too little in flight; 20000x1000 +9 %. Measured slower,
 #: so they keep a tile per program: float32 (91 % against 97 %), bf16 1024x1024 (71 % against
 #: 82 %), rows of 16384 (their stages fill shared memory: -6 % bf16, -37 % fp16) and seed mode
 #: (-3 to -12 %) (benchmarks/results/h200.md).
-_INT8_LOOP_STAGES = 4
-_INT8_LOOP_PER_SM = 2
-_INT8_LOOP_MIN = 8
 _INT8_LOOP_TILE = 8192
 
 
-def _int8_loop_programs(x: torch.Tensor, spec: FormatSpec, shape: dict, tiles: int) -> int:
-    """Programs of int8sym's persistent fake quantization for ``x``, or 0 for one tile a program."""
-    if x.device.type != "cuda" or x.element_size() != 2 or spec.emulate == "seed":
-        return 0
-    if not shape["ROW_IN_TILE"] or shape["BR"] * shape["BC"] > _INT8_LOOP_TILE:
-        return 0
-    programs = _INT8_LOOP_PER_SM * sm_count(x.device.index)
-    return programs if tiles >= _INT8_LOOP_MIN * programs else 0
+def _int8_loop(x: torch.Tensor, spec: FormatSpec, shape: dict, tiles: int) -> tuple[int, int, int] | None:
+    """``_common.fq_loop`` of int8sym's fake quantization of ``x``: (programs, stages, warps), or
+    None for one tile a program."""
+    if spec.emulate == "seed" or not shape["ROW_IN_TILE"] or shape["BR"] * shape["BC"] > _INT8_LOOP_TILE:
+        return None
+    return fq_loop("int8sym", x, tiles)
 
 
 def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = True):
@@ -493,9 +496,10 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
         amax = xa if shape["ROW_IN_TILE"] else row_absmax(x, spec["axis"] % x.dim(), cache)
         kernel = _int8_sums if stats else _int8_fq
         if not stats:
-            loop = _int8_loop_programs(x, spec, shape, tiles)
-            grid = (loop,) if loop else grid
-            tail.update(n_tiles=tiles, STAGES=_INT8_LOOP_STAGES if loop else 0)
+            loop = _int8_loop(x, spec, shape, tiles)
+            grid = (loop[0],) if loop else grid
+            tail.update(n_tiles=tiles, STAGES=loop[1] if loop else 0)
+            tail["num_warps"] = loop[2] if loop else tail["num_warps"]
         arith = kind if seed else 0  # the dtype seed mode computes in
         kernel[grid](xa, amax, *head, **shape, IN_KIND=kind, ARITH_KIND=arith, SEED=seed, **tail)
     elif spec.family == "fp8tensor":

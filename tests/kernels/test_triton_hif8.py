@@ -160,6 +160,40 @@ def test_scaled_amax_extremes():
     check(torch.full((5, 7), -0.0), "hif8")
 
 
+def test_scaled_divisor_on_both_sides_of_the_fast_division():
+    """q / s takes fl(1/m) and a power of two where s = m·2^e is normal and below 2^104, the IEEE
+    division elsewhere: s around 2^104 (quotients down to float32's subnormals), huge, Inf,
+    subnormal, 0 and near float32's bottom and top, through k and amax, the float32 quotient
+    itself (out=fp32) and the default bf16, with overflow to Inf too."""
+    g = torch.Generator().manual_seed(21)
+    base = torch.randn(2, 300, generator=g) * torch.exp2(torch.randint(-40, 1, (2, 300), generator=g).float())
+    cases = [
+        (1e30, 2.0**-4),  # s = 1.6e31 ~ 2^103.6: the fast path's top
+        (1e30, 2.0**-5),  # s ~ 2^104.6: the IEEE division, subnormal quotients
+        (1e30, 1e-12),  # s ~ 1e42: Inf
+        (2.0**100, 2.0**-4 * (1 + 2**-20)),  # s just below 2^104
+        (2.0**100, 2.0**-4 * (1 - 2**-20)),  # s just above
+        (1e-30, 1e10),  # s = 1e-40, subnormal
+        (1e-30, 1e20),  # s = 0
+        (3.3, 3e38),  # s ~ 1.1e-38, just below 2^-126
+        (8.0, 3e38),  # s ~ 2.7e-38, normal
+        (8.0, 1.0),
+    ]
+    for k, amax in cases:
+        x = base * (amax / base.abs().max())
+        x[0, 7] = -amax
+        for opts in ("out=fp32", "", "overflow=inf,out=fp32", "overflow=tof8,out=fp16"):
+            fmt = f"hif8:k={k!r}" + (f",{opts}" if opts else "")
+            check(x, fmt)
+            check(x.to(torch.bfloat16), fmt)
+        check_sums(x, f"hif8:k={k!r},out=fp32")
+    # s in [2^104, 2^105) with many significands: q = ±2^-22 (every y below it) over s is a
+    # float32 subnormal, which fl(1/m) and a power of two would round twice.
+    tiny = torch.tensor([2.0**-4, 2.0**-130, -(2.0**-135), 1e-44, -3e-39, 2.0**-127 * 1.7])
+    for r in torch.rand(24, generator=g).tolist():
+        check(tiny, f"hif8:k={2.0**100 * (1 + r)!r},out=fp32")
+
+
 def test_empty_and_scalar_inputs():
     for x in (torch.zeros(0, 32), torch.zeros(4, 0), torch.tensor(3.0), torch.tensor(-1e-30)):
         for fmt in ("hif8", "hif8:scale=none", "hif8:variant=paper"):

@@ -17,7 +17,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from corner_cases import as_dtype, corner_cases  # noqa: E402
 from golden import needs_golden  # noqa: E402
-from triton_support import DTYPES, SKIP, check, check_golden, check_sums, divide_by_reciprocal, heavy  # noqa: E402
+from triton_support import (  # noqa: E402
+    DTYPES,
+    SKIP,
+    check,
+    check_golden,
+    check_sums,
+    divide_by_reciprocal,
+    heavy,
+    split_divide,
+)
 
 import kernels  # noqa: E402
 from kernels import backends  # noqa: E402
@@ -139,15 +148,16 @@ def test_int8sym_seed_all_zero_and_underflowing_rows():
 
 
 def test_int8sym_persistent_fake_quantization(monkeypatch):
-    """The persistent, pipelined int8sym fake quantization (on the GPU for large bf16/fp16 tensors
-    of whole rows), forced here on 3 programs: each program's rows, however many, bit for bit."""
+    """The persistent, pipelined int8sym fake quantization (``_common.fq_loop``: on the GPU for
+    large bf16/fp16 tensors of whole rows), forced here on 3 programs of 2 stages: each program's
+    rows, however many, bit for bit."""
     calls = []
 
-    def three(x, spec, shape, tiles):
+    def three(family, x, tiles):
         calls.append(tiles)
-        return 3 if shape["ROW_IN_TILE"] else 0
+        return 3, 2, 4
 
-    monkeypatch.setattr(scaled, "_int8_loop_programs", three)
+    monkeypatch.setattr(scaled, "fq_loop", three)
     for i, (rows, cols) in enumerate(((1, 64), (7, 100), (10, 1000), (16, 2048))):
         x = heavy((rows, cols), seed=40 + i)
         x[0, 1] = 0.0
@@ -155,8 +165,7 @@ def test_int8sym_persistent_fake_quantization(monkeypatch):
             x[3] = 0.0  # a zero row: the IEEE path inside the loop
             x[4, 2] = math.nan
         for dtype in DTYPES:
-            for fmt in ("int8sym", "int8sym:emulate=seed"):
-                check(x.to(dtype), fmt)
+            check(x.to(dtype), "int8sym")
     assert calls
 
 
@@ -236,6 +245,32 @@ def test_int8sym_reciprocal_quotient_rounds_as_the_ieee_quotient(every):
             assert float(torch.cat([ieee[differ], torch.zeros(1)]).max()) < 2.0**-14, dtype
             if dtype == torch.float16:
                 assert not differ.any()
+
+
+@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 61])
+def test_short_dividends_through_the_split_divisor_equal_the_ieee_quotients(every):
+    """fp8tensor's g / scale and hif8's q / s (``_common.split_divisor`` and
+    ``div_by_reciprocal``, run in the interpreter: a / m through fl(1/m), then times 2^-e):
+    dividends with at most 3 fraction bits (every E4M3, E5M2 and HiF8 value) against every
+    float32 divisor significand m (every ``every``-th; all 2^23 with ``-m slow``), bit for bit
+    with the IEEE quotient; then across the kernels' range (dividends 2^-22 to 2^16, divisors
+    2^-126 to 2^104: normal quotients, or Inf past float32's top as the IEEE ones), sampled."""
+    m = (8 + torch.arange(8, dtype=torch.float32)) / 8  # 1, 1.125, ..., 1.875
+    d = (torch.arange(0x3F800000, 0x40000000, every, dtype=torch.int64).to(torch.int32)).view(torch.float32)
+    for sign in (1.0, -1.0):
+        a = (sign * m)[:, None].expand(8, d.numel()).reshape(-1)
+        dd = d[None, :].expand(8, d.numel()).reshape(-1)
+        got, want = split_divide(a, dd), a / dd
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), sign
+    g = torch.Generator().manual_seed(12)
+    dv = d[torch.randint(0, d.numel(), (4096,), generator=g)]
+    for ea, ed in ((-22, 103), (-22, -126), (16, -126), (15, -112), (16, 103), (-9, 32), (15, -1), (0, 0)):
+        a = -m.repeat(512) * 2.0**ea
+        dd = dv * 2.0**ed
+        got, want = split_divide(a, dd), a / dd
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (ea, ed)
+    assert math.isinf(float(split_divide(torch.tensor([1.5 * 2.0**16]), torch.tensor([2.0**-112])).item()))
+    assert split_divide(torch.tensor([0.0]), torch.tensor([3.0])).item() == 0.0
 
 
 def test_cast_overflow_and_double_rounding():

@@ -155,7 +155,7 @@ if SKIP is None:
     import triton
     import triton.language as tl
 
-    from kernels.triton._common import div_by_reciprocal
+    from kernels.triton._common import div_by_reciprocal, split_divisor
 
     @triton.jit
     def _div_by_reciprocal_kernel(a_ptr, d_ptr, r_ptr, out_ptr, n, BLOCK: tl.constexpr):
@@ -165,6 +165,25 @@ if SKIP is None:
         d = tl.load(d_ptr + i, mask=m, other=1.0)
         r = tl.load(r_ptr + i, mask=m, other=1.0)
         tl.store(out_ptr + i, div_by_reciprocal(a, d, r), mask=m)
+
+    @triton.jit
+    def _split_divide_kernel(a_ptr, d_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        a = tl.load(a_ptr + i, mask=m, other=1.0)
+        m_, m_inv, p2 = split_divisor(tl.load(d_ptr + i, mask=m, other=1.0))
+        tl.store(out_ptr + i, div_by_reciprocal(a, m_, m_inv) * p2, mask=m)
+
+
+def split_divide(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """fl(a / d) as fp8tensor and hif8 compute it: ``_common.split_divisor`` of d, then
+    ``div_by_reciprocal`` by its significand times its power of two, run in Triton's interpreter
+    (elementwise here; the kernels split one scalar d per program) on float32 ``a`` and ``d``."""
+    a, d = a.float().contiguous(), d.float().expand_as(a).contiguous()
+    out = torch.empty_like(a)
+    block = min(1 << 18, triton.next_power_of_2(max(a.numel(), 1)))
+    _split_divide_kernel[(triton.cdiv(a.numel(), block),)](a, d, out, a.numel(), BLOCK=block)
+    return out
 
 
 def divide_by_reciprocal(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
