@@ -142,7 +142,6 @@ def _hif8_tile(t, args, K: tl.constexpr):
         ef = (s.to(tl.int32, bitcast=True) >> 23) & 0xFF
         fast_div = (ef >= 1) & (ef <= 230)  # s normal and below 2^104: every q / s is normal
     else:
-        s = tl.full((), 1.0, tl.float32)
         y = x
     yb = y.to(tl.int32, bitcast=True)
     ab = yb & 0x7FFFFFFF
