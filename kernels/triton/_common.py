@@ -72,6 +72,7 @@ __all__ = [
     "fq_warps",
     "fq_loop",
     "sm_count",
+    "on_device",
     "lanes_v",
     "check_input",
     "in_arg",
@@ -688,6 +689,18 @@ def fq_loop(family: str, x: torch.Tensor, tiles: int) -> tuple[int, int, int] | 
     stages, per_sm, warps = cfg
     programs = per_sm * sm_count(x.device.index)
     return (programs, stages, warps) if tiles >= FQ_LOOP_MIN * programs else None
+
+
+_ON_DEVICE: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A module-level constant tensor (a family's look-up table) on ``device``, copied there once
+    per device and kept."""
+    key = (id(table), device)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = table.to(device)
+    return _ON_DEVICE[key]
 
 
 _SMS: dict = {}

@@ -70,6 +70,7 @@ from ._common import (
     in_arg,
     lanes_v,
     load_f32,
+    on_device,
     partials,
     reduce,
     round_out,
@@ -139,8 +140,8 @@ def _hif8_tile(t, args, K: tl.constexpr):
         s = tl.div_rn(tl.full((), 1.0, tl.float32) * k, amax + 1.1920928955078125e-07)
         y = x * s
         m, m_inv, p2 = split_divisor(s)
-        ef = (s.to(tl.int32, bitcast=True) >> 23) & 0xFF
-        fast_div = (ef >= 1) & (ef <= 230)  # s normal and below 2^104: every q / s is normal
+        # s normal and below 2^104 (not NaN, Inf or 0): every q / s is normal or overflows.
+        fast_div = (s >= 1.1754943508222875e-38) & (s < 2.028240960365167e31)
     else:
         y = x
     yb = y.to(tl.int32, bitcast=True)
@@ -235,15 +236,6 @@ def _round_table() -> torch.Tensor:
 
 
 _TABLE = _round_table()
-_TABLES: dict[torch.device, torch.Tensor] = {}
-
-
-def _table(device: torch.device) -> torch.Tensor:
-    """:func:`_round_table` on ``device``, made once per device."""
-    t = _TABLES.get(device)
-    if t is None:
-        t = _TABLES[device] = _TABLE.to(device)
-    return t
 
 
 def _modes(spec: FormatSpec) -> tuple[bool, str, str]:
@@ -282,7 +274,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, cache: dict | None):
         ROWS=TILE_ROWS,
         COLS=TILE_COLS,
     )
-    return xf, out_dtype, (in_arg(amax), _table(x.device), k, xf.numel()), c
+    return xf, out_dtype, (in_arg(amax), on_device(_TABLE, x.device), k, xf.numel()), c
 
 
 def hif8_fake_quantize(x: torch.Tensor, spec: FormatSpec, cache: dict | None = None) -> torch.Tensor:

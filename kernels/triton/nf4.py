@@ -71,6 +71,7 @@ from ._common import (
     in_arg,
     load_f32,
     nan_max,
+    on_device,
     partials,
     reduce,
     stats_add,
@@ -307,16 +308,6 @@ def _nf4_sums(x_ptr, cnt_ptr, sum_ptr, mid_ptr, code_ptr, n_blocks, nblk, L, INN
 
 # --------------------------------------------------------------------------- launchers
 
-_TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (mid, code2) look-up tables of step 3 on ``device``, made once per device."""
-    t = _TABLES.get(device)
-    if t is None:
-        t = _TABLES[device] = (_MID.to(device), _CODE2.to(device))
-    return t
-
 
 def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tuple[torch.Tensor, int, tuple, dict]:
     """(contiguous x, block groups, runtime args, constexprs) for a non-empty x of dim >= 1, for
@@ -360,7 +351,7 @@ def _launch_args(x: torch.Tensor, spec: FormatSpec, stats: bool = False) -> tupl
     )
     if not stats:  # (the statistics launcher takes its warps from stats_grid)
         c["num_warps"] = fq_warps("nf4", x.dtype, groups, x.device, kc * bpp)
-    mid, code2 = _tables(x.device)
+    mid, code2 = on_device(_MID, x.device), on_device(_CODE2, x.device)
     return xc, groups, (mid, code2, n_blocks, nblk, L, inner), c
 
 

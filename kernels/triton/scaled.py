@@ -496,10 +496,10 @@ def _launch(x: torch.Tensor, spec: FormatSpec, dst, cache, input_stats: bool = T
         amax = xa if shape["ROW_IN_TILE"] else row_absmax(x, spec["axis"] % x.dim(), cache)
         kernel = _int8_sums if stats else _int8_fq
         if not stats:
-            loop = _int8_loop(x, spec, shape, tiles)
-            grid = (loop[0],) if loop else grid
-            tail.update(n_tiles=tiles, STAGES=loop[1] if loop else 0)
-            tail["num_warps"] = loop[2] if loop else tail["num_warps"]
+            tail.update(n_tiles=tiles, STAGES=0)
+            if loop := _int8_loop(x, spec, shape, tiles):
+                grid = (loop[0],)
+                tail.update(STAGES=loop[1], num_warps=loop[2])
         arith = kind if seed else 0  # the dtype seed mode computes in
         kernel[grid](xa, amax, *head, **shape, IN_KIND=kind, ARITH_KIND=arith, SEED=seed, **tail)
     elif spec.family == "fp8tensor":

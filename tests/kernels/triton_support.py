@@ -175,22 +175,26 @@ if SKIP is None:
         tl.store(out_ptr + i, div_by_reciprocal(a, m_, m_inv) * p2, mask=m)
 
 
+def _elementwise(kernel, a: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """``kernel(a, *more, out, n, BLOCK)`` over float32 ``a`` and ``more`` (broadcast to a's shape)
+    in Triton's interpreter, in blocks of up to 2^18 elements."""
+    a = a.float().contiguous()
+    more = tuple(m.float().expand_as(a).contiguous() for m in more)
+    out = torch.empty_like(a)
+    block = min(1 << 18, triton.next_power_of_2(max(a.numel(), 1)))
+    kernel[(triton.cdiv(a.numel(), block),)](a, *more, out, a.numel(), BLOCK=block)
+    return out
+
+
 def split_divide(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """fl(a / d) as fp8tensor and hif8 compute it: ``_common.split_divisor`` of d, then
     ``div_by_reciprocal`` by its significand times its power of two, run in Triton's interpreter
     (elementwise here; the kernels split one scalar d per program) on float32 ``a`` and ``d``."""
-    a, d = a.float().contiguous(), d.float().expand_as(a).contiguous()
-    out = torch.empty_like(a)
-    block = min(1 << 18, triton.next_power_of_2(max(a.numel(), 1)))
-    _split_divide_kernel[(triton.cdiv(a.numel(), block),)](a, d, out, a.numel(), BLOCK=block)
-    return out
+    return _elementwise(_split_divide_kernel, a, d)
 
 
 def divide_by_reciprocal(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """fl(a / d) as the kernels compute it, ``_common.div_by_reciprocal`` with fl(1/d), run in
     Triton's interpreter (whose FMAs round once, as the GPU's) on float32 ``a`` and ``d``."""
-    a, d = a.float().contiguous(), d.float().expand_as(a).contiguous()
-    out = torch.empty_like(a)
-    block = min(1 << 18, triton.next_power_of_2(max(a.numel(), 1)))
-    _div_by_reciprocal_kernel[(triton.cdiv(a.numel(), block),)](a, d, 1.0 / d, out, a.numel(), BLOCK=block)
-    return out
+    d = d.float().expand_as(a)
+    return _elementwise(_div_by_reciprocal_kernel, a, d, 1.0 / d)
